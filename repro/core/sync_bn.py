@@ -1,0 +1,68 @@
+"""Synced BN that works on CPU (gloo) as well as CUDA (paper Table 1's "Synced BN").
+
+``torch.nn.SyncBatchNorm`` refuses CPU tensors, so on CPU the statistics are combined
+with a differentiable all-gather (``torch.distributed.nn``): every process normalises
+with the mean and biased variance of the concatenated batch of all processes, and
+gradients flow back across processes exactly as for one BN over the whole batch.
+On CUDA the same module defers to torch's fused implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import nn
+
+from .momentum_bn import normalize
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class SyncBatchNorm(nn.SyncBatchNorm):
+    """Batch norm whose training statistics are those of the batch of all processes.
+
+    Accepts (N, C), (N, C, L) and (N, C, H, W) inputs. Outside torch.distributed (or with
+    one process) it is plain batch norm. State-dict keys are those of ``nn.BatchNorm2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda or not (self.training and _distributed()):
+            return super().forward(x)
+        self._check_input_dim(x)
+        dims = [0] + list(range(2, x.dim()))
+        count = x.numel() // x.shape[1]
+        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        local = torch.cat([mean, var, mean.new_full((1,), float(count))])
+        stats = torch.stack(dist_nn.all_gather(local))  # (world, 2C + 1), differentiable
+        c = x.shape[1]
+        means, vars_, counts = stats[:, :c], stats[:, c : 2 * c], stats[:, 2 * c :]
+        total = counts.sum()
+        # Combine per-process (mean, biased var) without the unstable sum-of-squares form.
+        g_mean = (counts * means).sum(0) / total
+        g_var = (counts * (vars_ + (means - g_mean) ** 2)).sum(0) / total
+        if self.track_running_stats:
+            with torch.no_grad():
+                n = total.item()
+                momentum = 0.1 if self.momentum is None else self.momentum
+                self.running_mean.lerp_(g_mean.detach(), momentum)
+                self.running_var.lerp_(g_var.detach() * (n / max(n - 1, 1)), momentum)
+                self.num_batches_tracked.add_(1)
+        return normalize(x, g_mean, g_var, self.weight, self.bias, self.eps)
+
+
+def convert_to_sync_bn(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm1d/2d in ``module`` by :class:`SyncBatchNorm` (state copied)."""
+    if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        new = SyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
+        new.load_state_dict(module.state_dict())
+        new.to(module.weight.device if module.affine else module.running_mean.device)
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        setattr(module, name, convert_to_sync_bn(child))
+    return module

@@ -1,0 +1,49 @@
+"""Shared test helpers: real multi-process torch.distributed (gloo) on CPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, fn, world_size: int, port: int, out_dir: str, args) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        result = fn(rank, world_size, *args)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def run_distributed(fn, world_size: int, tmp_path: Path, *args) -> list:
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` gloo processes; return results.
+
+    ``fn`` must be a module-level function of an importable module (spawn pickles it).
+    """
+    mp.spawn(_worker, args=(fn, world_size, free_port(), str(tmp_path), args), nprocs=world_size)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+@pytest.fixture
+def distributed(tmp_path):
+    return lambda fn, world_size, *args: run_distributed(fn, world_size, tmp_path, *args)
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
