@@ -1,0 +1,227 @@
+"""Datasets (SPEC §4, §7), all yielding (uint8 3xHxW RGB tensor, int label).
+
+One image convention for every dataset keeps conversions cheap: the augmentations in
+`repro.data.augment` work on uint8 tensors directly. Built-in data needs no download: `digits`
+(scikit-learn's handwritten digits, SPEC §7) and `synthetic` (generated, for tests). `stl10` and
+`imagenet` read files the user placed under a root and raise `DatasetNotFound` with instructions
+when they are missing.
+"""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from repro.data.augment import IMAGENET_MEAN, IMAGENET_STD
+
+# Per-channel mean/std in [0, 1] units of `digits(16)`: pixels 0..16 scaled to 0..255 after a
+# bilinear 8 -> 16 upsampling, over all 1,797 images x 256 pixels (the 3 channels are equal).
+# Computed by tests/data/test_datasets.py::test_digits_stats_match_data; the std is 0.376 at the
+# native 8 px and 0.324 at 32 px (upsampling smooths), the mean 0.305 at every size.
+DIGITS_MEAN = (0.3053,) * 3
+DIGITS_STD = (0.3186,) * 3
+# `synthetic` with 10 classes: the 10 grey levels 0.23, 0.29, ..., 0.77 per channel (mean 0.5,
+# std 0.6 * sqrt((10^2 - 1) / 12) / 10 = 0.172) plus pixel noise of std 0.1:
+# std sqrt(0.172^2 + 0.1^2) = 0.199 ~ 0.2, for balanced labels.
+SYNTHETIC_MEAN = (0.5,) * 3
+SYNTHETIC_STD = (0.2,) * 3
+
+
+class DatasetNotFound(ValueError):
+    """The files a dataset needs are not under the given root; the message says how to get them."""
+
+
+class ImageTensorDataset(Dataset):
+    """In-memory images (uint8 N x 3 x H x W) and labels (int64 N)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected uint8 N x 3 x H x W images, got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def digits(image_size: int = 16, split: str | None = None) -> ImageTensorDataset:
+    """scikit-learn's 1,797 real 8x8 handwritten digits, 10 classes, as RGB uint8 (SPEC §7).
+
+    Upsampled bilinearly to image_size (16 in SPEC §7), pixel values 0..16 scaled to 0..255 and
+    copied to 3 channels. split: None or "all" gives all 1,797 images, which SPEC §7 pre-trains on
+    and probes by 5-fold cross-validation; "train" / "test" give a fixed stratified 4:1 holdout
+    (every fifth image of each class is "test") for quick probes.
+    """
+    from sklearn.datasets import load_digits  # Lazy: scikit-learn is only needed here.
+
+    raw = load_digits()  # Read from a CSV shipped inside scikit-learn: no download.
+    images = torch.from_numpy(raw.images).float().unsqueeze(1)  # N x 1 x 8 x 8, values 0..16
+    labels = torch.from_numpy(raw.target).long()
+    if image_size != images.shape[-1]:
+        images = torch.nn.functional.interpolate(images, size=(image_size, image_size),
+                                                 mode="bilinear", align_corners=False)
+    images = (images * (255 / 16)).round().clamp(0, 255).to(torch.uint8)
+    images = images.expand(-1, 3, -1, -1).contiguous()
+    if split in (None, "all"):
+        return ImageTensorDataset(images, labels)
+    if split not in ("train", "test"):
+        raise ValueError(f"digits split must be None, 'all', 'train' or 'test', got {split!r}")
+    rank_in_class = torch.empty_like(labels)
+    for label in labels.unique():
+        members = (labels == label).nonzero().squeeze(1)
+        rank_in_class[members] = torch.arange(len(members))
+    keep = (rank_in_class % 5 == 4) == (split == "test")
+    return ImageTensorDataset(images[keep], labels[keep])
+
+
+def synthetic(num_samples: int, image_size: int, num_classes: int,
+              seed: int) -> ImageTensorDataset:
+    """A tiny generated dataset for tests: a class colour plus pixel noise, any image size.
+
+    The class colours depend only on num_classes, so datasets generated with different seeds
+    (e.g. a train and a test set) share their classes; seed draws the labels and the noise.
+    """
+    # Channel c of class k is grey level (k * (1, 3, 7)[c]) mod num_classes, spread over
+    # [0.2, 0.8]: distinct colours, and each level once per channel when num_classes is coprime
+    # to 3 and 7 (e.g. 10), which gives the stats in SYNTHETIC_MEAN / SYNTHETIC_STD.
+    levels = (torch.arange(num_classes)[:, None] * torch.tensor([1, 3, 7])) % num_classes
+    palette = (0.2 + 0.6 * (levels + 0.5) / num_classes)[:, :, None, None]
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(num_classes, (num_samples,), generator=generator)
+    noise = 0.1 * torch.randn(num_samples, 3, image_size, image_size, generator=generator)
+    images = (255 * (palette[labels] + noise)).round().clamp(0, 255).to(torch.uint8)
+    return ImageTensorDataset(images, labels)
+
+
+_STL10_FILES = {
+    "train": ("train_X.bin", "train_y.bin"),
+    "train+unlabeled": ("train_X.bin", "train_y.bin", "unlabeled_X.bin"),
+    "test": ("test_X.bin", "test_y.bin"),
+}
+_STL10_IMAGE_BYTES = 3 * 96 * 96
+
+
+def _check_stl10_files(root: str | os.PathLike, split: str) -> None:
+    folder = Path(root) / "stl10_binary"
+    how = (f"download stl10_binary.tar.gz from https://cs.stanford.edu/~acoates/stl10/ and "
+           f"extract it under {root} (torchvision expects {folder}/ holding train_X.bin, "
+           f"train_y.bin, test_X.bin, test_y.bin, unlabeled_X.bin)")
+    missing = [name for name in _STL10_FILES[split] if not (folder / name).is_file()]
+    if missing:
+        raise DatasetNotFound(f"STL10 {split!r} not found under root {root}: missing "
+                              f"{', '.join(missing)}; {how}")
+    for name in _STL10_FILES[split]:
+        if name.endswith("_X.bin") and (folder / name).stat().st_size % _STL10_IMAGE_BYTES:
+            raise DatasetNotFound(f"STL10 file {folder / name} is truncated (size not a "
+                                  f"multiple of 3*96*96 bytes); {how}")
+
+
+class _STL10Tensors(torchvision.datasets.STL10):
+    """torchvision's STL10 reader, returning uint8 3x96x96 tensors instead of PIL images."""
+
+    def _check_integrity(self) -> bool:
+        # torchvision md5-hashes all five files (3.1 GB, 2.8 of it unlabeled_X.bin) on every
+        # construction, i.e. in every process, and the hashes reject the tiny files the tests
+        # write. We check instead that the split's files exist and hold whole images; the md5s
+        # of the archive are the user's to check once, after downloading.
+        _check_stl10_files(self.root, self.split)
+        return True
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        # self.data is torchvision's N x 3 x 96 x 96 uint8 array (already transposed from the
+        # files' column-major layout); labels are 0-based, -1 for the unlabeled images.
+        image = torch.from_numpy(self.data[index]).contiguous()
+        return image, int(self.labels[index])
+
+
+def stl10(root: str | os.PathLike, split: str) -> Dataset:
+    """STL10 (SPEC §4, Table 1): "train+unlabeled" (105,000) for pre-training, "train" (5,000)
+    and "test" (8,000) for the probe. Images are 96x96; unlabeled images have label -1."""
+    if split not in _STL10_FILES:
+        raise ValueError(f"STL10 split must be one of {sorted(_STL10_FILES)}, got {split!r}")
+    return _STL10Tensors(str(root), split=split, download=False)
+
+
+def _load_rgb(path: str) -> torch.Tensor:
+    # PIL decodes, as in the reference code (torchvision.io's decoders are deprecated since
+    # 0.29); convert("RGB") handles ImageNet's few grayscale and CMYK JPEGs.
+    with Image.open(path) as image:
+        return pil_to_tensor(image.convert("RGB")).contiguous()
+
+
+def imagenet(root: str | os.PathLike, split: str) -> Dataset:
+    """ImageNet-1k as `ROOT/{train,val}/<class folder>/<image>` (SPEC §4), via ImageFolder.
+
+    Classes are the sorted folder names (the wnids n01440764 ... for ImageNet). The reference code
+    reads data/imagenet_train and data/imagenet_val: the same layout under other names.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"ImageNet split must be 'train' or 'val', got {split!r}")
+    folder = Path(root) / split
+    how = (f"expected one folder per class under {folder} (e.g. extract ILSVRC2012_img_train.tar "
+           f"and the per-class tars inside it into {Path(root) / 'train'}, and sort the "
+           f"validation images into class folders under {Path(root) / 'val'})")
+    if not folder.is_dir():
+        raise DatasetNotFound(f"ImageNet {split!r} not found under root {root}: {how}")
+    try:
+        return torchvision.datasets.ImageFolder(str(folder), loader=_load_rgb)
+    except FileNotFoundError as error:  # No class folders, or no images in them.
+        raise DatasetNotFound(f"ImageNet {split!r} under root {root} is empty ({error}); "
+                              f"{how}") from error
+
+
+def _synthetic_split(split: str, image_size: int) -> ImageTensorDataset:
+    # Fixed sizes and seeds: a train set and an independent test set over the same classes.
+    num_samples, seed = {"train": (512, 0), "test": (256, 1)}[split]
+    return synthetic(num_samples, image_size, num_classes=10, seed=seed)
+
+
+# One plain dict: name -> builder(root, split, image_size). Only the built-in datasets use
+# image_size (they are generated at that size); file datasets keep their native size and the
+# transforms crop them.
+BUILDERS: dict[str, Callable[[str | os.PathLike | None, str | None, int], Dataset]] = {
+    "digits": lambda root, split, image_size: digits(image_size, split),
+    "synthetic": lambda root, split, image_size: _synthetic_split(split, image_size),
+    "stl10": lambda root, split, image_size: stl10(root, split),
+    "imagenet": lambda root, split, image_size: imagenet(root, split),
+}
+_STATS = {
+    "digits": (DIGITS_MEAN, DIGITS_STD),
+    "synthetic": (SYNTHETIC_MEAN, SYNTHETIC_STD),
+    # FIDELITY: ImageNet statistics for STL10 too, as in the reference code (SPEC §3).
+    "stl10": (IMAGENET_MEAN, IMAGENET_STD),
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+}
+_NUM_CLASSES = {"digits": 10, "synthetic": 10, "stl10": 10, "imagenet": 1000}
+
+
+def _check_name(name: str) -> None:
+    if name not in BUILDERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
+
+
+def build_dataset(name: str, root: str | os.PathLike | None, split: str | None,
+                  image_size: int) -> Dataset:
+    """The dataset `name` (a key of BUILDERS) for `split`; root is ignored by built-in data."""
+    _check_name(name)
+    return BUILDERS[name](root, split, image_size)
+
+
+def dataset_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel in [0, 1] units, for normalising dataset `name`."""
+    _check_name(name)
+    return _STATS[name]
+
+
+def num_classes(name: str) -> int:
+    _check_name(name)
+    return _NUM_CLASSES[name]
