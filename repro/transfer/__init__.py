@@ -1,0 +1,1 @@
+"""Transfer to downstream tasks: exporting pre-trained backbones (SPEC section 4, Detection)."""
