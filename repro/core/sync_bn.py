@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .momentum_bn import normalize
 
@@ -21,16 +22,28 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
+class SyncBatchNorm(_BatchNorm):
     """Batch norm whose training statistics are those of the batch of all processes.
 
     Accepts (N, C), (N, C, L) and (N, C, H, W) inputs. Outside torch.distributed (or with
     one process) it is plain batch norm. State-dict keys are those of ``nn.BatchNorm2d``.
+    Not a subclass of ``nn.SyncBatchNorm``: DistributedDataParallel refuses those on CPU.
     """
 
+    process_group = None  # the default group, as nn.SyncBatchNorm's default
+    # CUDA: torch's fused forward, which needs only these from its own class.
+    _check_non_zero_input_channels = nn.SyncBatchNorm._check_non_zero_input_channels
+    _cuda_forward = nn.SyncBatchNorm.forward
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-d input, got shape {tuple(x.shape)}")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda or not (self.training and _distributed()):
+        if not (self.training and _distributed()):
             return super().forward(x)
+        if x.is_cuda:
+            return self._cuda_forward(x)
         self._check_input_dim(x)
         dims = [0] + list(range(2, x.dim()))
         count = x.numel() // x.shape[1]

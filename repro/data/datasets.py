@@ -201,6 +201,15 @@ _STATS = {
     "stl10": (IMAGENET_MEAN, IMAGENET_STD),
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
 }
+# Which split plays which role: (pre-training, probe training, probe test).
+# DEVIATION (digits): pre-training uses the probe's training split only, so no test image is
+# seen, even unlabeled; STL10 pre-trains on train+unlabeled as in the paper.
+ROLE_SPLITS = {
+    "digits": ("train", "train", "test"),
+    "synthetic": ("train", "train", "test"),
+    "stl10": ("train+unlabeled", "train", "test"),
+    "imagenet": ("train", "train", "val"),
+}
 _NUM_CLASSES = {"digits": 10, "synthetic": 10, "stl10": 10, "imagenet": 1000}
 
 
@@ -214,6 +223,31 @@ def build_dataset(name: str, root: str | os.PathLike | None, split: str | None,
     """The dataset `name` (a key of BUILDERS) for `split`; root is ignored by built-in data."""
     _check_name(name)
     return BUILDERS[name](root, split, image_size)
+
+
+def check_available(name: str, root: str | os.PathLike | None) -> None:
+    """Fail early, with DatasetNotFound, when a file dataset's root is missing or incomplete."""
+    _check_name(name)
+    if name in ("digits", "synthetic"):
+        return
+    if root is None:
+        raise DatasetNotFound(f"dataset {name!r} needs a root folder: pass --data-root DIR "
+                              f"(make ... DATA_ROOT=DIR)")
+    if name == "stl10":
+        for split in ("train+unlabeled", "test"):
+            _check_stl10_files(root, split)
+    else:
+        for split in ROLE_SPLITS[name]:
+            if not (Path(root) / split).is_dir():
+                raise DatasetNotFound(f"ImageNet split folder {Path(root) / split} not found: point "
+                                      f"--data-root at a folder holding train/ and val/ in ImageFolder "
+                                      f"layout (one sub-folder per class)")
+
+
+def split_for(name: str, role: str) -> str:
+    """The split of dataset `name` for `role` in {"pretrain", "probe_train", "probe_test"}."""
+    _check_name(name)
+    return ROLE_SPLITS[name][("pretrain", "probe_train", "probe_test").index(role)]
 
 
 def dataset_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -1,0 +1,251 @@
+"""One config system: frozen dataclasses, one default per field, a strict YAML loader.
+
+A run is fully described by a :class:`RunConfig`. Table files (``tables/*.yaml``) and
+cluster profiles (``slurm/*.yaml``) are read with :func:`from_dict`, which fails on an
+unknown key or a wrong type with the key's dotted path and what was expected.
+
+Fields marked ``semantic=False`` (where the data lives, how many loader workers, how
+often to log) do not change a run's result and do not enter its id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or value is wrong; the message names the key and the fix."""
+
+
+def _plain(default=dataclasses.MISSING, **kw):
+    """A field that does not change the result (excluded from the run id)."""
+    return field(default=default, metadata={"semantic": False}, **kw)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["resnet18", "resnet50"] = "resnet18"
+    width: int = 64  # channels of the first stage; 64 is torchvision's
+    small_stem: bool = False  # 3x3 stride-1 stem, no max-pool (CPU-scale profiles only)
+    hidden_dim: int | None = None  # None: the paper's (512 for ResNet-18, 4096 for ResNet-50)
+    projection_dim: int | None = None  # None: the paper's (128 / 256)
+    student_norm: Literal["bn", "syncbn"] = "bn"
+    teacher_norm: Literal["bn", "syncbn", "mbn", "eman"] = "mbn"
+    variance: Literal["reference", "biased"] = "reference"  # Momentum BN's variance, SPEC §1
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["digits", "synthetic", "stl10", "imagenet"] = "digits"
+    root: str | None = _plain(None)  # folder of stl10 / imagenet; unused for built-in data
+    image_size: int = 16
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    hflip: bool = True
+    workers: int = _plain(1)  # DataLoader workers per process
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Literal["sgd", "lars"] = "sgd"
+    lr_per_256: float = 0.1  # linear scaling: lr = lr_per_256 * global_batch_size / 256
+    weight_decay: float = 1e-4
+    sgd_momentum: float = 0.9
+    warmup_epochs: float = 10.0
+    warmup_start: Literal["reference", "paper"] = "paper"  # absolute 1e-6, or 0.001 x peak
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    m_base: float = 0.01  # tau_k = 1 - m_base * (cos(pi k / K) + 1) / 2
+    alpha_base: float = 1.0  # alpha_k = alpha_base * (cos(pi k / K) + 1) / 2
+    fixed_alpha: float | None = None  # Table 6: a constant alpha instead of the schedule
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 400.0
+    bn_batch_size: int = 32  # samples per process = the batch a (non-synced) BN sees
+    world_size: int = 1  # processes (GPUs); global batch = bn_batch_size * world_size
+    max_steps: int | None = None  # stop early (smoke profiles); the schedules still span all epochs
+    seed: int = 0
+    threads: int | None = _plain(None)  # torch threads per process; None: SLURM_CPUS_PER_TASK or 1
+    checkpoint_every: int = _plain(500)  # steps
+    log_every: int = _plain(10)  # steps
+    timing_warmup: int = _plain(10)  # steps left out of the seconds-per-iteration figure
+
+    @property
+    def global_batch_size(self) -> int:
+        return self.bn_batch_size * self.world_size
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    linear_epochs: int = 80
+    linear_lr_per_256: float = 0.5  # STL10 (SPEC §4); ImageNet uses 0.2
+    linear_batch_size: int = 256
+    # DEVIATION (CPU profiles): train the linear layer on fixed features of un-augmented
+    # images; the paper's protocol (augment=True) recomputes features of augmented crops.
+    augment: bool = True
+    eval_every: int = 10  # epochs; the best of these is reported separately, marked "best"
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+
+    @property
+    def peak_lr(self) -> float:
+        return self.optim.lr_per_256 * self.train.global_batch_size / 256
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "a list of " + ", ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {type(None): "null", bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, path)
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _convert(value, arg, path)
+            except ConfigError:
+                continue
+    elif origin is tuple:
+        args = typing.get_args(tp)
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    elif origin is list:
+        (arg,) = typing.get_args(tp)
+        if isinstance(value, list):
+            return [_convert(v, arg, f"{path}[{i}]") for i, v in enumerate(value)]
+    elif origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if isinstance(value, dict):
+            return {_convert(k, key_tp, path): _convert(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else str(unknown[0])
+        raise ConfigError(f"{where}: unknown key; valid keys here are {', '.join(names)}")
+    kwargs = {k: _convert(v, hints[k], f"{path}.{k}" if path else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (mappings merge, other values replace)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def undot(flat: dict) -> dict:
+    """{"model.teacher_norm": "mbn"} -> {"model": {"teacher_norm": "mbn"}}."""
+    nested: dict = {}
+    for key, value in flat.items():
+        parts = str(key).split(".")
+        node = nested
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {p} is both a value and a mapping")
+        node[parts[-1]] = value
+    return nested
+
+
+def semantic_dict(cfg) -> dict:
+    """The fields that decide a run's result (nested), for its id."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if not f.metadata.get("semantic", True):
+            continue
+        v = getattr(cfg, f.name)
+        out[f.name] = semantic_dict(v) if dataclasses.is_dataclass(v) else v
+    return out
+
+
+def config_hash(cfg: RunConfig) -> str:
+    blob = json.dumps(semantic_dict(cfg), sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file safely; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None

@@ -1,0 +1,130 @@
+"""Paper tables as declarative grid files, expanded into runs by a pure function.
+
+A table file (``tables/tNN_*.yaml``) holds the paper's rows with the values transcribed
+from the paper, and profiles (``paper``, ``local``, ``smoke``...) that say at which scale to
+run them. ``expand`` turns (table, profile) into :class:`Run` objects whose ids are stable
+hashes of the semantic config: relaunching the same grid finds the same run directories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, config_hash, from_dict, load_yaml, merge, to_dict, undot
+
+TABLES_DIR = Path(__file__).resolve().parents[1] / "tables"
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str  # header in the rendered table
+    unit: str = ""
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class Row:
+    id: str
+    label: str
+    set: dict[str, Any] = field(default_factory=dict)  # dotted config keys for this row
+    paper: dict[str, float | None] = field(default_factory=dict)  # transcribed from the paper
+
+
+@dataclass(frozen=True)
+class Profile:
+    description: str
+    base: dict[str, Any] = field(default_factory=dict)  # nested RunConfig overrides
+    seeds: list[int] = field(default_factory=lambda: [0])
+    budget_minutes: float | None = None  # expected wall time of the whole table on its machine
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    title: str
+    source: str  # where in the paper the values come from, and any OCR repair
+    columns: dict[str, Column]
+    rows: list[Row]
+    profiles: dict[str, Profile]
+    reference_row: str | None = None  # denominator of the sec/iter ratio
+
+
+@dataclass(frozen=True)
+class Run:
+    table: str
+    profile: str
+    row: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.row}-s{self.seed}-{config_hash(self.config)}"
+
+    def run_dir(self, runs_root: str | Path) -> Path:
+        return Path(runs_root) / self.table / self.profile / self.run_id
+
+
+def table_path(name: str, tables_dir: str | Path = TABLES_DIR) -> Path:
+    """``t01`` -> ``tables/t01_stl10_bn.yaml`` (a path is returned as is)."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    matches = sorted(Path(tables_dir).glob(f"{name}_*.yaml")) + sorted(Path(tables_dir).glob(f"{name}.yaml"))
+    if not matches:
+        known = sorted(q.stem.split("_")[0] for q in Path(tables_dir).glob("t*.yaml"))
+        raise ConfigError(f"unknown table {name!r}; known tables: {', '.join(known) or 'none'}")
+    return matches[0]
+
+
+def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
+    path = table_path(str(name), tables_dir)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        table = from_dict(Table, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    ids = [r.id for r in table.rows]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: row ids must be unique, got {ids}")
+    if table.reference_row is not None and table.reference_row not in ids:
+        raise ConfigError(f"{path}: reference_row {table.reference_row!r} is not a row id")
+    for row in table.rows:
+        bad = [k for k in row.paper if k not in table.columns]
+        if bad:
+            raise ConfigError(f"{path}: rows.{row.id}.paper.{bad[0]}: not a column ({', '.join(table.columns)})")
+    for profile in table.profiles:  # every row of every profile must build a valid config
+        try:
+            expand(table, profile)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    return table
+
+
+def expand(table: Table, profile: str) -> list[Run]:
+    """The runs of ``table`` at ``profile``: one per row and seed, in table order."""
+    if profile not in table.profiles:
+        raise ConfigError(
+            f"unknown profile {profile!r} for table {table.name}; choose one of {', '.join(table.profiles)}"
+        )
+    prof = table.profiles[profile]
+    runs = []
+    for row in table.rows:
+        for seed in prof.seeds:
+            nested = merge(merge(prof.base, undot(row.set)), {"train": {"seed": seed}})
+            try:
+                cfg = from_dict(RunConfig, nested)
+            except ConfigError as e:
+                raise ConfigError(f"profile {profile}, row {row.id}: {e}") from None
+            runs.append(Run(table.name, profile, row.id, seed, cfg))
+    return runs
+
+
+def with_overrides(run: Run, overrides: dict) -> Run:
+    """A copy of ``run`` with nested overrides (e.g. the user's data root) applied."""
+    cfg = from_dict(RunConfig, merge(to_dict(run.config), overrides))
+    return Run(run.table, run.profile, run.row, run.seed, cfg)

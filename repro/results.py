@@ -1,0 +1,170 @@
+"""Run directories -> one pandas DataFrame -> tables next to the paper's values.
+
+Paper values come from the table file (transcribed, labelled ``paper_*``); reproduced
+values come only from ``final.json`` files written by runs. Unfinished runs show their
+status (pending / running / failed) instead of numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from .checkpoint import atomic_write
+from .grid import Table, expand, load_table
+from .launch import read_json, run_status
+
+OUT_DIR = Path(__file__).resolve().parents[1] / "tables" / "out"
+METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
+           "epochs_done", "final_loss", "train_wall_s", "world_size")
+
+
+def collect(table: Table, profile: str, runs_root: str | Path) -> pd.DataFrame:
+    """One row per run (row x seed) with its status and, when done, its measured metrics."""
+    records = []
+    for run in expand(table, profile):
+        run_dir = run.run_dir(runs_root)
+        status = run_status(run_dir)
+        rec = {"row": run.row, "seed": run.seed, "run_id": run.run_id, "profile": profile, "status": status}
+        final = read_json(run_dir / "final.json") if status == "done" else None
+        for key in METRICS:
+            rec[key] = final.get(key) if final else None
+        if status == "failed":
+            lines = (run_dir / "error.txt").read_text().splitlines()
+            rec["error"] = lines[0] if lines else ""
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def _overall(statuses: list[str]) -> str:
+    for s in ("failed", "running", "pending", "new"):
+        if s in statuses:
+            return {"new": "pending"}.get(s, s)
+    return "done"
+
+
+def summarise(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per paper row: paper values, measured mean (and std over seeds), deltas, status."""
+    rows = []
+    for row in table.rows:
+        mine = runs[runs["row"] == row.id]
+        done = mine[mine["status"] == "done"]
+        rec = {"row": row.id, "label": row.label}
+        for col in table.columns:
+            rec[f"paper_{col}"] = row.paper.get(col)
+            values = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
+            rec[col] = values.mean() if len(values) else None
+            rec[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else None
+            if rec[col] is not None and rec[f"paper_{col}"] is not None:
+                rec[f"{col}_delta"] = rec[col] - rec[f"paper_{col}"]
+            else:
+                rec[f"{col}_delta"] = None
+        for extra in ("knn_top1", "best_top1"):
+            if extra not in table.columns and extra in done:
+                values = pd.to_numeric(done[extra], errors="coerce").dropna()
+                rec[extra] = values.mean() if len(values) else None
+        rec["seeds_done"] = len(done)
+        rec["seeds"] = len(mine)
+        rec["status"] = _overall(list(mine["status"]))
+        rows.append(rec)
+    out = pd.DataFrame.from_records(rows)
+    if table.reference_row and "sec_per_iter" in table.columns:
+        ref = out.set_index("row").loc[table.reference_row]
+        for prefix in ("paper_", ""):
+            denom = ref[f"{prefix}sec_per_iter"]
+            out[f"{prefix}sec_per_iter_ratio"] = [
+                (v / denom) if v is not None and denom is not None and pd.notna(v) and pd.notna(denom) else None
+                for v in out[f"{prefix}sec_per_iter"]
+            ]
+    return out
+
+
+def _fmt(v, digits=2):
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """The human-facing table: paper and reproduced values side by side, as strings."""
+    cols = {"Row": summary["label"]}
+    for col, spec in table.columns.items():
+        digits = 3 if col == "sec_per_iter" else 2
+        cols[f"{spec.label} (paper)"] = [_fmt(v, digits) for v in summary[f"paper_{col}"]]
+        ours = []
+        for v, sd in zip(summary[col], summary[f"{col}_std"]):
+            ours.append(_fmt(v, digits) + (f" ± {_fmt(sd, digits)}" if sd is not None and pd.notna(sd) else ""))
+        cols[f"{spec.label} ({profile})"] = ours
+        if col == "sec_per_iter" and "sec_per_iter_ratio" in summary:
+            cols["ratio (paper)"] = [_fmt(v) for v in summary["paper_sec_per_iter_ratio"]]
+            cols[f"ratio ({profile})"] = [_fmt(v) for v in summary["sec_per_iter_ratio"]]
+        elif col != "sec_per_iter":
+            cols[f"Δ {spec.label}"] = [_fmt(v) for v in summary[f"{col}_delta"]]
+    if "knn_top1" in summary and "knn_top1" not in table.columns:
+        cols[f"kNN top-1 ({profile})"] = [_fmt(v) for v in summary["knn_top1"]]
+    cols["seeds"] = [f"{d}/{n}" for d, n in zip(summary["seeds_done"], summary["seeds"])]
+    cols["status"] = summary["status"]
+    return pd.DataFrame(cols)
+
+
+def output_stem(table: Table) -> str:
+    """``t01`` -> ``table1``."""
+    digits = "".join(ch for ch in table.name if ch.isdigit())
+    return f"table{int(digits)}" if digits else table.name
+
+
+def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR) -> dict[str, Path]:
+    """Write ``<out>/tableN.{csv,md,tex}`` (and the per-run CSV); return the paths."""
+    table = load_table(table_name)
+    runs = collect(table, profile, runs_root)
+    summary = summarise(table, runs)
+    shown = display_frame(table, summary, profile)
+    out_dir = Path(out_dir)
+    stem = output_stem(table)
+    paths = {ext: out_dir / f"{stem}.{ext}" for ext in ("csv", "md", "tex")}
+    paths["runs"] = out_dir / f"{stem}_runs.csv"
+    summary.insert(2, "profile", profile)
+    header = (
+        f"# {table.title}\n\n"
+        f"Profile `{profile}`: {table.profiles[profile].description}\n\n"
+        f"Paper values: {table.source}. Reproduced values: measured by the runs under "
+        f"`{Path(runs_root)}` ({int((runs['status'] == 'done').sum())}/{len(runs)} runs done; "
+        f"rendered {time.strftime('%Y-%m-%d %H:%M')}).\n\n"
+    )
+    atomic_write(paths["csv"], lambda f: f.write(summary.to_csv(index=False).encode()))
+    atomic_write(paths["runs"], lambda f: f.write(runs.to_csv(index=False).encode()))
+    atomic_write(paths["md"], lambda f: f.write((header + shown.to_markdown(index=False) + "\n").encode()))
+    atomic_write(paths["tex"], lambda f: f.write(shown.to_latex(index=False, escape=True).encode()))
+    return paths
+
+
+def status_lines(table_name: str, profile: str, runs_root: str | Path) -> list[str]:
+    """One line per run: status, last step and loss (from metrics.jsonl), error if failed."""
+    table = load_table(table_name)
+    lines = []
+    for run in expand(table, profile):
+        run_dir = run.run_dir(runs_root)
+        status = run_status(run_dir)
+        last = _last_metrics(run_dir / "metrics.jsonl")
+        where = f"step {last['step']}, loss {last['loss']:.4f}" if last else ""
+        job = read_json(run_dir / "job.json") or {}
+        err = ""
+        if status == "failed":
+            err = (run_dir / "error.txt").read_text().splitlines()[0]
+        lines.append(f"{run.run_id:<40} {status:<8} {job.get('job_id', '-'):<12} {where} {err}".rstrip())
+    return lines
+
+
+def _last_metrics(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    last = None
+    for line in path.read_text().splitlines():
+        try:
+            last = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+    return last
