@@ -1,0 +1,111 @@
+"""Table files: paper values transcribed correctly, expansion pure and stable, bad files refused."""
+
+import pytest
+
+from repro.cli import main
+from repro.config import ConfigError
+from repro.grid import expand, load_table
+
+# Table 1 of the paper (row 5's top-1 from Section 3.2: "88.18 vs 87.8").
+PAPER_T1 = {
+    "syncbn-syncbn": ("syncbn", "syncbn", 88.06, 1.1),
+    "bn-syncbn": ("bn", "syncbn", 87.80, 0.39),
+    "syncbn-bn": ("syncbn", "bn", 87.12, 0.49),
+    "bn-bn": ("bn", "bn", 84.16, 0.24),
+    "bn-mbn": ("bn", "mbn", 88.18, 0.25),
+    "syncbn-mbn": ("syncbn", "mbn", 88.25, 0.50),
+}
+
+
+def test_table1_rows_and_paper_values():
+    t = load_table("t01")
+    assert [r.id for r in t.rows] == list(PAPER_T1)
+    for row in t.rows:
+        student, teacher, top1, spi = PAPER_T1[row.id]
+        assert row.paper == {"top1": top1, "sec_per_iter": spi}
+        assert row.set == {"model.student_norm": student, "model.teacher_norm": teacher}
+    assert set(t.profiles) == {"paper", "local", "smoke"}
+
+
+def test_paper_profile_is_the_papers_protocol():
+    run = expand(load_table("t01"), "paper")[0]
+    c = run.config
+    assert (c.data.dataset, c.data.image_size, c.model.arch, c.model.width, c.model.small_stem) == ("stl10", 96, "resnet18", 64, False)
+    assert (c.train.epochs, c.train.bn_batch_size, c.train.world_size, c.train.global_batch_size) == (400, 32, 64, 2048)
+    assert (c.optim.lr_per_256, c.optim.weight_decay, c.optim.warmup_epochs, c.optim.warmup_start) == (0.1, 1e-4, 10, "paper")
+    assert c.peak_lr == pytest.approx(0.8)
+    assert c.method.m_base == 0.032 and c.method.alpha_base == 1.0
+    assert (c.probe.linear_epochs, c.probe.linear_lr_per_256, c.probe.augment) == (80, 0.5, True)
+
+
+def test_expansion_is_stable_and_ids_unique():
+    t = load_table("t01")
+    a, b = expand(t, "local"), expand(t, "local")
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    assert len({r.run_id for r in a}) == 6
+    assert {(r.config.model.student_norm, r.config.model.teacher_norm) for r in a} == {v[:2] for v in PAPER_T1.values()}
+    assert all(r.config.train.world_size == 2 for r in a)  # Synced BN really synchronises
+
+
+def test_unknown_profile_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown profile 'huge' for table t01; choose one of paper, local, smoke"):
+        expand(load_table("t01"), "huge")
+
+
+def _table(tmp_path, text):
+    p = tmp_path / "t99_bad.yaml"
+    p.write_text(text)
+    return p
+
+
+GOOD = """
+name: t99
+title: test
+source: none
+columns: {top1: {label: Top-1}}
+rows:
+  - {id: a, label: A, set: {model.teacher_norm: mbn}, paper: {top1: 1.0}}
+profiles:
+  smoke: {description: x, base: {train: {epochs: 1}}}
+"""
+
+
+def test_a_good_table_file_loads(tmp_path):
+    assert load_table(_table(tmp_path, GOOD)).rows[0].id == "a"
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (("model.teacher_norm: mbn", "model.teacher_norm: xbn"), "profile smoke, row a: model.teacher_norm: expected one of"),
+        (("{train: {epochs: 1}}", "{train: {epoch: 1}}"), "profile smoke, row a: train.epoch: unknown key"),
+        (("paper: {top1: 1.0}", "paper: {top2: 1.0}"), "rows.a.paper.top2: not a column"),
+        (("title: test", "titel: test"), "titel: unknown key"),
+        (("rows:", "rows: ["), "is not valid YAML"),
+    ],
+)
+def test_malformed_table_files_name_the_problem(tmp_path, edit, message):
+    path = _table(tmp_path, GOOD.replace(*edit))
+    with pytest.raises(ConfigError) as e:
+        load_table(path)
+    assert message in str(e.value) and "t99_bad.yaml" in str(e.value)
+
+
+def test_cli_reports_bad_input_in_one_line_without_traceback(tmp_path, capsys):
+    path = _table(tmp_path, GOOD.replace("epochs: 1", "epochs: many"))
+    assert main(["run", str(path), "--profile", "smoke", "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "train.epochs: expected a number" in err
+    assert main(["run", "t01", "--profile", "nope", "--runs", str(tmp_path / "runs")]) == 2
+    assert "unknown profile 'nope'" in capsys.readouterr().err
+    assert main(["run", "t77", "--runs", str(tmp_path / "runs")]) == 2
+    assert "unknown table 't77'; known tables: t01" in capsys.readouterr().err
+
+
+def test_cli_missing_stl10_root_is_a_clear_error(tmp_path, capsys):
+    args = ["run", "t01", "--profile", "paper", "--runs", str(tmp_path / "runs")]
+    assert main(args) == 2
+    assert "dataset 'stl10' needs a root folder: pass --data-root" in capsys.readouterr().err
+    assert main(args + ["--data-root", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "STL10" in err and "nowhere" in err and err.count("\n") == 1
