@@ -40,7 +40,8 @@ class ModelConfig:
     hidden_dim: int | None = None  # None: the paper's (512 for ResNet-18, 4096 for ResNet-50)
     projection_dim: int | None = None  # None: the paper's (128 / 256)
     student_norm: Literal["bn", "syncbn"] = "bn"
-    teacher_norm: Literal["bn", "syncbn", "mbn", "eman"] = "mbn"
+    # "shuffle" (shuffling BN) is MoCo's only (method.framework: moco).
+    teacher_norm: Literal["bn", "syncbn", "mbn", "eman", "shuffle"] = "mbn"
     variance: Literal["reference", "biased"] = "reference"  # Momentum BN's variance, SPEC §1
 
 
@@ -51,6 +52,7 @@ class DataConfig:
     image_size: int = 16
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: bool = True
+    augmentation: Literal["byol", "mocov2"] = "byol"  # SPEC §3 / MoCo v2's (both views alike)
     workers: int = _plain(1)  # DataLoader workers per process
 
 
@@ -62,13 +64,23 @@ class OptimConfig:
     sgd_momentum: float = 0.9
     warmup_epochs: float = 10.0
     warmup_start: Literal["reference", "paper"] = "paper"  # absolute 1e-6, or 0.001 x peak
+    lars_trust: float = 0.001  # LARS trust coefficient (eta)
+    # FIDELITY: the reference code applies weight decay to BN and bias (False); the paper
+    # says they are excluded from it (True). Both exclude them from the LARS adaptation.
+    lars_exclude_wd: bool = False
 
 
 @dataclass(frozen=True)
 class MethodConfig:
-    m_base: float = 0.01  # tau_k = 1 - m_base * (cos(pi k / K) + 1) / 2
+    framework: Literal["byol", "moco"] = "byol"
+    m_base: float = 0.01  # tau_k = 1 - m_base * (cos(pi k / K) + 1) / 2 (moco: constant 1 - m_base)
+    # Section 4.2's equivalence rule: m_base is given for this global batch and scaled with
+    # it (lr scales through optim.lr_per_256). None: m_base as given.
+    m_base_batch: int | None = None
     alpha_base: float = 1.0  # alpha_k = alpha_base * (cos(pi k / K) + 1) / 2
-    fixed_alpha: float | None = None  # Table 6: a constant alpha instead of the schedule
+    fixed_alpha: float | None = None  # Table 6 / MoCo: a constant alpha instead of the schedule
+    queue_size: int = 65536  # moco: keys in the queue
+    temperature: float = 0.2  # moco: InfoNCE temperature (MoCo v2)
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,13 @@ class RunConfig:
     @property
     def peak_lr(self) -> float:
         return self.optim.lr_per_256 * self.train.global_batch_size / 256
+
+    @property
+    def m_base(self) -> float:
+        """m_base after Section 4.2's equivalence rule (FIDELITY: the paper's, not the code's)."""
+        if self.method.m_base_batch is None:
+            return self.method.m_base
+        return self.method.m_base * self.train.global_batch_size / self.method.m_base_batch
 
 
 # --------------------------------------------------------------------------- loading

@@ -30,12 +30,15 @@ class Row:
     label: str
     set: dict[str, Any] = field(default_factory=dict)  # dotted config keys for this row
     paper: dict[str, float | None] = field(default_factory=dict)  # transcribed from the paper
+    run: bool = True  # False: a literature row, shown with its paper values only
 
 
 @dataclass(frozen=True)
 class Profile:
-    description: str
+    description: str = ""
     base: dict[str, Any] = field(default_factory=dict)  # nested RunConfig overrides
+    extends: str | None = None  # a shared profile of tables/profiles.yaml, merged under `base`
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # row id -> dotted overrides here
     seeds: list[int] = field(default_factory=lambda: [0])
     budget_minutes: float | None = None  # expected wall time of the whole table on its machine
 
@@ -79,6 +82,33 @@ def table_path(name: str, tables_dir: str | Path = TABLES_DIR) -> Path:
     return matches[0]
 
 
+def shared_profiles(tables_dir: str | Path = TABLES_DIR) -> dict[str, Profile]:
+    """The named base profiles that several tables share (``tables/profiles.yaml``)."""
+    path = Path(tables_dir) / "profiles.yaml"
+    data = load_yaml(path) if path.is_file() else {}
+    try:
+        return from_dict(_SharedProfiles, {"profiles": data or {}}).profiles
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+@dataclass(frozen=True)
+class _SharedProfiles:
+    profiles: dict[str, Profile]
+
+
+def _resolve(profile: Profile, shared: dict[str, Profile], where: str) -> Profile:
+    if profile.extends is None:
+        return profile
+    if profile.extends not in shared:
+        raise ConfigError(f"{where}.extends: no shared profile {profile.extends!r} in tables/profiles.yaml "
+                          f"(known: {', '.join(shared)})")
+    parent = _resolve(shared[profile.extends], shared, f"profiles.yaml:{profile.extends}")
+    return Profile(description=profile.description or parent.description, base=merge(parent.base, profile.base),
+                   seeds=profile.seeds, budget_minutes=profile.budget_minutes if profile.budget_minutes is not None
+                   else parent.budget_minutes, rows=profile.rows)
+
+
 def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
     path = table_path(str(name), tables_dir)
     data = load_yaml(path)
@@ -86,6 +116,9 @@ def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
         table = from_dict(Table, data)
+        shared = shared_profiles(TABLES_DIR)
+        resolved = {k: _resolve(v, shared, f"profiles.{k}") for k, v in table.profiles.items()}
+        table = Table(**{**table.__dict__, "profiles": resolved})
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     ids = [r.id for r in table.rows]
@@ -97,6 +130,10 @@ def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
         bad = [k for k in row.paper if k not in table.columns]
         if bad:
             raise ConfigError(f"{path}: rows.{row.id}.paper.{bad[0]}: not a column ({', '.join(table.columns)})")
+    for name, profile in table.profiles.items():
+        bad = [r for r in profile.rows if r not in ids]
+        if bad:
+            raise ConfigError(f"{path}: profiles.{name}.rows.{bad[0]}: not a row id")
     for profile in table.profiles:  # every row of every profile must build a valid config
         try:
             expand(table, profile)
@@ -114,8 +151,11 @@ def expand(table: Table, profile: str) -> list[Run]:
     prof = table.profiles[profile]
     runs = []
     for row in table.rows:
+        if not row.run:
+            continue
         for seed in prof.seeds:
-            nested = merge(merge(prof.base, undot(row.set)), {"train": {"seed": seed}})
+            nested = merge(merge(prof.base, undot(row.set)), undot(prof.rows.get(row.id, {})))
+            nested = merge(nested, {"train": {"seed": seed}})
             try:
                 cfg = from_dict(RunConfig, nested)
             except ConfigError as e:

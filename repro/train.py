@@ -149,7 +149,7 @@ def pretrain(
             step, total_steps, peak_lr=cfg.peak_lr, warmup_steps=warmup_steps,
             warmup_start_lr=schedules.warmup_start(cfg.peak_lr, cfg.optim.warmup_start),
         )
-        tau = schedules.tau_at(step, total_steps, cfg.method.m_base)
+        tau = schedules.tau_at(step, total_steps, cfg.m_base)
         alpha = schedules.alpha_at(step, total_steps, cfg.method.alpha_base, cfg.method.fixed_alpha)
         for group in optimizer.param_groups:
             group["lr"] = lr
