@@ -23,7 +23,7 @@ from .backbones import build_student_teacher
 from .config import RunConfig
 from .core import schedules
 from .core.momentum_bn import momentum_bn_layers
-from .data.augment import ResumableSampler, TwoViewDataset, steps_per_epoch, two_view_transforms
+from .data.augment import AUGMENTATIONS, ResumableSampler, TwoViewDataset, steps_per_epoch
 from .data.datasets import build_dataset, dataset_stats, split_for
 
 
@@ -96,7 +96,7 @@ def pretrain(
     # ---- data
     mean, std = dataset_stats(cfg.data.dataset)
     base = build_dataset(cfg.data.dataset, cfg.data.root, split_for(cfg.data.dataset, "pretrain"), cfg.data.image_size)
-    t1, t2 = two_view_transforms(
+    t1, t2 = AUGMENTATIONS[cfg.data.augmentation](
         cfg.data.image_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
         normalize_mean=mean, normalize_std=std,
     )

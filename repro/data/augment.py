@@ -99,6 +99,37 @@ def two_view_transforms(
     return transform1, transform2
 
 
+def mocov2_transforms(
+    image_size: int,
+    *,
+    crop_scale: tuple[float, float] = (0.2, 1.0),
+    hflip: bool = True,
+    blur_kernel_fraction: float = 0.1,
+    normalize_mean: Sequence[float] = IMAGENET_MEAN,
+    normalize_std: Sequence[float] = IMAGENET_STD,
+) -> tuple[v2.Compose, v2.Compose]:
+    """MoCo v2's augmentation (Table 3), the same pipeline for both views.
+
+    FIDELITY: MoCo v2 (Chen et al. 2020): RandomResizedCrop scale (0.2, 1), colour jitter
+    (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2, blur sigma U[0.1, 2.0] with p 0.5,
+    flip; no solarize.
+    """
+    ops = [
+        v2.ToImage(),
+        v2.RandomResizedCrop(image_size, scale=tuple(crop_scale), antialias=True),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(image_size, blur_kernel_fraction), sigma=(0.1, 2.0))], p=0.5),
+    ]
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip(p=0.5))
+    view = v2.Compose(ops + _to_normalized_float(normalize_mean, normalize_std))
+    return view, view
+
+
+AUGMENTATIONS = {"byol": two_view_transforms, "mocov2": mocov2_transforms}
+
+
 def eval_transform(
     image_size: int,
     resize_to: int | None = None,

@@ -231,3 +231,16 @@ def test_sampler_rejects_bad_start_batch_and_rank():
         sampler.set_epoch(0, start_batch=3)
     with pytest.raises(ValueError, match="rank"):
         ResumableSampler(20, rank=2, world_size=2, seed=0, per_rank_batch_size=5)
+
+
+def test_mocov2_views_share_one_pipeline_and_differ_by_randomness():
+    from repro.data.augment import AUGMENTATIONS, mocov2_transforms
+
+    t1, t2 = mocov2_transforms(16, hflip=False)
+    assert t1 is t2 and AUGMENTATIONS["mocov2"] is mocov2_transforms
+    image = (torch.arange(3 * 16 * 16) % 251).to(torch.uint8).reshape(3, 16, 16)
+    torch.manual_seed(0)
+    a = t1(image)
+    torch.manual_seed(1)
+    b = t1(image)
+    assert a.shape == (3, 16, 16) and a.dtype == torch.float32 and not torch.equal(a, b)
