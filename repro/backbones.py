@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from .core.model import HEAD_SIZES, StudentTeacher, mlp_head
+from .core.moco import MoCo, moco_head
 
 ARCHS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}
 
@@ -81,3 +82,38 @@ def build_student_teacher(
         teacher_norm=teacher_norm,
         variance=variance,
     )
+
+
+def build_moco(
+    arch: str = "resnet50",
+    *,
+    teacher_norm: str = "shuffle",
+    variance: str = "reference",
+    width: int = 64,
+    small_stem: bool = False,
+    hidden_dim: int | None = None,
+    projection_dim: int | None = None,
+    queue_size: int = 65536,
+    temperature: float = 0.2,
+    seed: int = 0,
+) -> MoCo:
+    """MoCo v2 (Table 3): MLP head d -> d -> 128 (MoCo v2's), the key encoder's norm per Table 3."""
+    encoder = resnet(arch, width=width, small_stem=small_stem)
+    head = moco_head(encoder.out_dim, hidden_dim or encoder.out_dim, projection_dim or 128)
+    return MoCo(encoder, head, teacher_norm=teacher_norm, queue_size=queue_size, temperature=temperature,
+                variance=variance, shuffle_seed=seed)
+
+
+def build_model(cfg) -> StudentTeacher | MoCo:
+    """The model of a ``RunConfig``: the config stops here; the objects take explicit arguments."""
+    m = cfg.model
+    common = dict(teacher_norm=m.teacher_norm, variance=m.variance, width=m.width, small_stem=m.small_stem,
+                  hidden_dim=m.hidden_dim, projection_dim=m.projection_dim)
+    if cfg.method.framework == "moco":
+        if m.student_norm != "bn":
+            raise ValueError("MoCo's query encoder uses plain BN here (model.student_norm: bn)")
+        return build_moco(m.arch, queue_size=cfg.method.queue_size, temperature=cfg.method.temperature,
+                          seed=cfg.train.seed, **common)
+    if m.teacher_norm == "shuffle":
+        raise ValueError("model.teacher_norm: shuffle is MoCo's shuffling BN: set method.framework: moco")
+    return build_student_teacher(m.arch, student_norm=m.student_norm, **common)

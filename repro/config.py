@@ -109,6 +109,9 @@ class ProbeConfig:
     # images; the paper's protocol (augment=True) recomputes features of augmented crops.
     augment: bool = True
     eval_every: int = 10  # epochs; the best of these is reported separately, marked "best"
+    # FIDELITY: BYOL-style runs probe the teacher ("we dump the model from teacher", Sec. 3.4);
+    # MoCo's protocol probes the query encoder (the student).
+    encoder: Literal["teacher", "student"] = "teacher"
     knn_k: int = 20
     knn_temperature: float = 0.07
 

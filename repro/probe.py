@@ -114,11 +114,11 @@ def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, 
 
 
 def evaluate(model, cfg: RunConfig, device) -> dict:
-    """Linear and kNN probes of ``model.teacher.encoder`` on the dataset's probe splits."""
+    """Linear and kNN probes of the frozen encoder (``probe.encoder``) on the probe splits."""
     name, root, size = cfg.data.dataset, cfg.data.root, cfg.data.image_size
     train_set = build_dataset(name, root, split_for(name, "probe_train"), size)
     test_set = build_dataset(name, root, split_for(name, "probe_test"), size)
-    encoder, classes = model.teacher.encoder, num_classes(name)
+    encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(name)
     plain = _eval_transform(cfg)
     train = features(encoder, train_set, plain, device, workers=cfg.data.workers)
     test = features(encoder, test_set, plain, device, workers=cfg.data.workers)

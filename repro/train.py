@@ -19,9 +19,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from . import checkpoint as ckpt
-from .backbones import build_student_teacher
+from .backbones import build_model
 from .config import RunConfig
 from .core import schedules
+from .core.lars import LARS, lars_param_groups
 from .core.momentum_bn import momentum_bn_layers
 from .data.augment import AUGMENTATIONS, ResumableSampler, TwoViewDataset, steps_per_epoch
 from .data.datasets import build_dataset, dataset_stats, split_for
@@ -61,12 +62,15 @@ def set_threads(cfg: RunConfig) -> int:
 
 
 def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.optimizer == "lars":
+        # BN and bias (1-d tensors) are excluded from the adaptation; weight decay on them
+        # per optim.lars_exclude_wd (see LARS's FIDELITY notes).
+        groups = lars_param_groups(model.student, o.weight_decay, paper_wd_exclusion=o.lars_exclude_wd)
+        return LARS(groups, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, eta=o.lars_trust,
+                    exclude_wd_from_excluded=o.lars_exclude_wd)
     params = [p for p in model.student.parameters() if p.requires_grad]
-    if cfg.optim.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=cfg.peak_lr, momentum=cfg.optim.sgd_momentum, weight_decay=cfg.optim.weight_decay
-        )
-    raise NotImplementedError("LARS (ImageNet tables) is not implemented yet; use optimizer: sgd")
+    return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
 
 
 def _all_mean(x: torch.Tensor) -> torch.Tensor:
@@ -112,11 +116,7 @@ def pretrain(
 
     # ---- model (same seed on every rank: identical initial weights)
     torch.manual_seed(cfg.train.seed)
-    m = cfg.model
-    model = build_student_teacher(
-        m.arch, student_norm=m.student_norm, teacher_norm=m.teacher_norm, variance=m.variance,
-        width=m.width, small_stem=m.small_stem, hidden_dim=m.hidden_dim, projection_dim=m.projection_dim,
-    ).to(device)
+    model = build_model(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
     step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=world)
     wrapped = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_initialized() else model
@@ -149,7 +149,8 @@ def pretrain(
             step, total_steps, peak_lr=cfg.peak_lr, warmup_steps=warmup_steps,
             warmup_start_lr=schedules.warmup_start(cfg.peak_lr, cfg.optim.warmup_start),
         )
-        tau = schedules.tau_at(step, total_steps, cfg.m_base)
+        # MoCo keeps its key encoder's momentum constant (0.999); BYOL's follows Eq. 8.
+        tau = 1.0 - cfg.m_base if cfg.method.framework == "moco" else schedules.tau_at(step, total_steps, cfg.m_base)
         alpha = schedules.alpha_at(step, total_steps, cfg.method.alpha_base, cfg.method.fixed_alpha)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -70,15 +70,15 @@ def test_two_process_resume_is_exact_with_per_rank_state(tmp_path, distributed, 
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
-    real = train.build_student_teacher
+    real = train.build_model
 
-    def poisoned(*args, **kwargs):
-        model = real(*args, **kwargs)
+    def poisoned(cfg):
+        model = real(cfg)
         forward = model.forward
         model.forward = lambda v1, v2: forward(v1, v2) * float("nan")
         return model
 
-    monkeypatch.setattr(train, "build_student_teacher", poisoned)
+    monkeypatch.setattr(train, "build_model", poisoned)
     with pytest.raises(train.TrainingDiverged, match="loss is nan at step 0"):
         train.pretrain(smoke_config(), tmp_path, progress=False)
 
