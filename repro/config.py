@@ -117,13 +117,59 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class PretrainedConfig:
+    """Which pre-trained backbone a transfer run starts from (tasks finetune / detection).
+
+    Either a pre-training run of this suite (table, profile, row, seed: its final
+    checkpoint, resolved when the job starts) or an explicit checkpoint ``path``.
+    """
+
+    table: str | None = None
+    profile: str | None = None
+    row: str | None = None
+    seed: int = 0
+    path: str | None = None
+    which: Literal["teacher", "student"] = "teacher"  # FIDELITY: the paper transfers the teacher
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Semi-supervised fine-tuning of the whole network (Table 12, SPEC §4)."""
+
+    percent: int = 1  # ImageNet: the SimCLR 1% / 10% split; built-in data: a deterministic split of it
+    epochs: int = 20  # 20 for 1%, 15 for 10%
+    batch_size: int = 1024
+    lr: float = 0.08
+    sgd_momentum: float = 0.9
+    weight_decay: float = 0.0
+    bn_reestimate_batches: int = 100  # BN statistics re-estimated after training (SPEC §4)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """Detectron2 fine-tuning (Tables 9-11, SPEC §4)."""
+
+    detector: Literal["mask_rcnn", "cascade_mask_rcnn", "retinanet", "fcos"] = "mask_rcnn"
+    schedule: Literal["1x", "2x"] = "1x"  # 90k (steps 60k, 80k) / 180k (120k, 160k) iterations at batch 16
+    dataset: Literal["coco", "lvis_v0.5", "synthetic_coco", "synthetic_lvis"] = "coco"
+    ims_per_batch: int = 16
+    base_lr: float | None = None  # None: the detector's (0.02 R-CNNs, 0.01 RetinaNet / FCOS)
+    max_iter: int | None = None  # None: the schedule's; set by small profiles
+    eval_period: int = 0  # 0: evaluate once at the end
+
+
+@dataclass(frozen=True)
 class RunConfig:
+    task: Literal["pretrain", "finetune", "detection"] = "pretrain"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
 
     @property
     def peak_lr(self) -> float:
@@ -255,8 +301,22 @@ def semantic_dict(cfg) -> dict:
     return out
 
 
+# The sections each task reads: the others do not enter its id.
+TASK_SECTIONS = {
+    "pretrain": ("task", "model", "data", "optim", "method", "train", "probe"),
+    "finetune": ("task", "model", "data", "train", "pretrained", "finetune"),
+    "detection": ("task", "model", "train", "pretrained", "detection"),
+}
+
+
+def run_semantics(cfg: RunConfig) -> dict:
+    """The semantic fields of the sections ``cfg.task`` reads (what a run id covers)."""
+    full = semantic_dict(cfg)
+    return {k: v for k, v in full.items() if k in TASK_SECTIONS[cfg.task]}
+
+
 def config_hash(cfg: RunConfig) -> str:
-    blob = json.dumps(semantic_dict(cfg), sort_keys=True, separators=(",", ":"), default=list)
+    blob = json.dumps(run_semantics(cfg), sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -61,3 +61,12 @@ def test_yaml_is_parsed_safely(tmp_path):
     evil.write_text("x: !!python/object/apply:os.system ['true']\n")
     with pytest.raises(ConfigError):
         load_yaml(evil)
+
+
+def test_a_run_id_covers_only_the_sections_its_task_reads():
+    base = load({})
+    assert config_hash(load({"detection": {"schedule": "2x"}})) == config_hash(base)
+    assert config_hash(load({"finetune": {"epochs": 3}})) == config_hash(base)
+    ft = load({"task": "finetune"})
+    assert config_hash(load({"task": "finetune", "finetune": {"epochs": 3}})) != config_hash(ft)
+    assert config_hash(load({"task": "finetune", "probe": {"knn_k": 5}})) == config_hash(ft)
