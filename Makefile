@@ -1,7 +1,10 @@
 # Entry points. Every target creates the virtual environment and installs on first use.
 #   make table1                      Table 1 on built-in data, this machine (PROFILE=local)
-#   make table1 PROFILE=smoke        the same pipeline in seconds
-#   make table1 PROFILE=paper CLUSTER=slurm DATA_ROOT=/data/stl10   at paper scale
+#   make table1 PROFILE=smoke        the same pipeline in about a minute
+#   make table1 PROFILE=paper CLUSTER=<profile in slurm/> DATA_ROOT=/data/stl10
+#   make table2 ... table8           the ImageNet tables (paper scale needs DATA_ROOT=imagenet)
+#   make figure3                     Figure 3 from Table 4's results (also after make table4)
+#   make tables                      re-render every table that has results, and Figure 3
 #   make test                        the test suite
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -13,10 +16,12 @@ RUNS    ?= runs
 DATA_ROOT ?=
 ARGS    ?=
 
-REPRO = $(PY) -m repro
+REPRO  = $(PY) -m repro
 LAUNCH = --profile $(PROFILE) --cluster $(CLUSTER) --runs $(RUNS) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+TABLES = 1 2 3 4 5 6 7 8
+FIG3   = figures/out/fig3.png
 
-.PHONY: install test table1 status clean-table1
+.PHONY: install test status tables figure3 $(addprefix table,$(TABLES))
 
 install: $(STAMP)
 
@@ -28,8 +33,26 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-table1: $(STAMP)
-	$(REPRO) run t01 $(LAUNCH)
+# make tableN: submit the unfinished runs of table N, wait (local), render tables/out/tableN.*
+$(addprefix table,$(filter-out 4,$(TABLES))): table%: $(STAMP)
+	$(REPRO) run t0$* $(LAUNCH)
+
+# Table 4 feeds Figure 3: redraw it after the table (only if its results changed).
+table4: $(STAMP)
+	$(REPRO) run t04 $(LAUNCH)
+	$(MAKE) --no-print-directory figure3
+
+# tables/out/table4.csv is rewritten only when its content changes, so the figure is
+# redrawn exactly when Table 4's results change, and never otherwise.
+figure3: $(FIG3)
+$(FIG3): tables/out/table4.csv figures/fig3_bn_batch.py tables/t04_bn_batch.yaml | $(STAMP)
+	$(PY) figures/fig3_bn_batch.py
+tables/out/table4.csv: | $(STAMP)
+	$(REPRO) render t04 --profile $(PROFILE) --runs $(RUNS) > /dev/null
+
+tables: $(STAMP)
+	for t in $(TABLES); do $(REPRO) render t0$$t --profile $(PROFILE) --runs $(RUNS) > /dev/null || exit 1; done
+	$(MAKE) --no-print-directory figure3
 
 status: $(STAMP)
-	$(REPRO) status t01 --profile $(PROFILE) --runs $(RUNS)
+	$(REPRO) status t0$(or $(TABLE),1) --profile $(PROFILE) --runs $(RUNS)
