@@ -1,0 +1,196 @@
+"""One command for a session lent a GPU: check the CUDA paths, then time them.
+
+Checks (each prints PASS or FAIL; the exit status is 1 if any fails):
+  * Momentum BN on CUDA (float32) equals the CPU float64 layer: outputs of both views of a
+    lazy update and the committed history, for 2d and 1d layers; under bf16 autocast it is
+    close (bf16 tolerance);
+  * SyncBatchNorm on CUDA defers to torch's implementation (our CPU all-gather path unused);
+  * NCCL initialises with world size 1 and, with 2+ GPUs, with 2 processes, where
+    SyncBatchNorm over the two halves of a batch equals BN over the whole batch.
+A diagnostic counts host-device synchronisations in one Momentum BN teacher forward. Then
+the figures of bench_momentum_bn.py (step bn vs mbn, layer alone) and bench_floor.py
+(floor and efficiency, EMA foreach vs loops) on the GPU.
+
+    python bench/gpu_check.py [--bf16] [--channels-last] [--compile] [--repeats 20]
+
+Without a GPU it says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import os
+import socket
+import sys
+import tempfile
+import warnings
+from unittest import mock
+
+import _timing
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.testing import assert_close
+
+from bench_floor import bench_ema, bench_floor
+from bench_momentum_bn import bench_layer, bench_step
+from repro.backbones import build_student_teacher
+from repro.core import sync_bn
+from repro.core.momentum_bn import MomentumBatchNorm1d, MomentumBatchNorm2d, deferred_update, set_alpha
+
+FAILED: list[str] = []
+
+
+def check(name: str, fn) -> None:
+    try:
+        fn()
+        print(f"PASS  {name}")
+    except Exception as error:  # report every check, then exit 1
+        FAILED.append(name)
+        print(f"FAIL  {name}: {type(error).__name__}: {error}")
+
+
+def momentum_bn_matches_cpu_float64(device: str = "cuda") -> None:
+    g = torch.Generator().manual_seed(0)
+    for layer, shape in ((MomentumBatchNorm2d(16), (8, 16, 12, 12)), (MomentumBatchNorm1d(16), (32, 16))):
+        with torch.no_grad():
+            for p in (layer.weight, layer.running_var):
+                p.copy_(torch.rand(16, generator=g) + 0.5)
+            for p in (layer.bias, layer.running_mean):
+                p.copy_(torch.randn(16, generator=g))
+        set_alpha(layer, 0.3)
+        views = [torch.randn(*shape, generator=g) * 2 + 1 for _ in range(2)]
+        results = []
+        for on, dtype in (("cpu", torch.float64), (device, torch.float32)):
+            m = copy.deepcopy(layer).to(on, dtype).train()
+            with torch.no_grad(), deferred_update(m):
+                outs = [m(v.to(on, dtype)) for v in views]
+            results.append([t.double().cpu() for t in outs + [m.running_mean, m.running_var]])
+        for cpu, cuda in zip(*results):
+            assert_close(cuda, cpu, rtol=1e-4, atol=1e-4)
+
+
+def momentum_bn_bf16_autocast_close(device: str = "cuda") -> None:
+    layer = MomentumBatchNorm2d(16).train()
+    set_alpha(layer, 0.3)
+    x = torch.randn(8, 16, 12, 12, generator=torch.Generator().manual_seed(1)) * 2 + 1
+    reference = copy.deepcopy(layer).double()
+    with torch.no_grad():
+        expected = reference(x.double())
+        with torch.autocast(device, dtype=torch.bfloat16):
+            out = layer.to(device)(x.to(device, torch.bfloat16))
+    assert_close(out.double().cpu(), expected, rtol=0.05, atol=0.05)
+    assert_close(layer.running_var.double().cpu(), reference.running_var, rtol=0.02, atol=0.02)
+
+
+def count_syncs_in_teacher_forward() -> None:
+    """Diagnostic: host-device synchronisations in one Momentum BN teacher forward (2 views)."""
+    model = build_student_teacher("resnet18", teacher_norm="mbn").cuda().train()
+    views = [torch.randn(8, 3, 64, 64, device="cuda") for _ in range(2)]
+    model.teacher_forward(*views)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            model.teacher_forward(*views)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    layers = sum(1 for m in model.teacher.modules() if isinstance(m, MomentumBatchNorm2d | MomentumBatchNorm1d))
+    print(f"INFO  host-device syncs in one ResNet-18 Momentum BN teacher forward: {len(caught)} "
+          f"({layers} Momentum BN layers)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def batch() -> torch.Tensor:
+    return torch.randn(16, 8, 6, 6, generator=torch.Generator().manual_seed(0)) * 3 + 1
+
+
+WEIGHTS = torch.linspace(-1, 1, 16 * 8 * 6 * 6).view(16, 8, 6, 6)  # a loss that is not symmetric
+
+
+def sync_bn_worker(rank: int, world_size: int, port: int, out_dir: str, device: str) -> None:
+    """Each rank normalises its part of one batch; save outputs and input gradients.
+
+    On CUDA (NCCL) our CPU all-gather path must stay unused: it is made to raise.
+    """
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.set_device(rank)
+        device = f"cuda:{rank}"
+    dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}",
+                            rank=rank, world_size=world_size)
+    try:
+        part = batch().chunk(world_size)[rank].to(device).requires_grad_(True)
+        bn = sync_bn.SyncBatchNorm(8).to(device).train()
+        cpu_path = mock.patch.object(sync_bn.dist_nn, "all_gather", side_effect=AssertionError("CPU path"))
+        with cpu_path if cuda else contextlib.nullcontext():
+            out = bn(part)
+        (out * WEIGHTS.chunk(world_size)[rank].to(device)).sum().backward()
+        torch.save({"out": out.detach().cpu(), "grad": part.grad.cpu()}, os.path.join(out_dir, f"{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def sync_bn_in_processes(world_size: int, device: str = "cuda") -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(sync_bn_worker, args=(world_size, free_port(), tmp, device), nprocs=world_size)
+        ranks = [torch.load(os.path.join(tmp, f"{r}.pt")) for r in range(world_size)]
+    x = batch().double().requires_grad_(True)
+    out = nn.BatchNorm2d(8).double().train()(x)
+    (out * WEIGHTS).sum().backward()
+    assert_close(torch.cat([r["out"] for r in ranks]).double(), out.detach(), rtol=1e-4, atol=1e-4)
+    assert_close(torch.cat([r["grad"] for r in ranks]).double(), x.grad, rtol=1e-3, atol=1e-3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in the timed steps")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model in the timed step")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sizes", default="resnet18:96:128,resnet50:224:64", help="arch:px:batch")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); nothing to check.")
+        return
+    torch.backends.cudnn.benchmark = True
+    print(_timing.machine("cuda") + f", {torch.cuda.device_count()} GPU(s), CUDA {torch.version.cuda}")
+
+    check("Momentum BN on CUDA == CPU float64", momentum_bn_matches_cpu_float64)
+    check("Momentum BN under bf16 autocast on CUDA ~ CPU float64", momentum_bn_bf16_autocast_close)
+    check("sync count (diagnostic)", count_syncs_in_teacher_forward)
+    check("SyncBatchNorm on CUDA uses torch's implementation, NCCL world size 1",
+          lambda: sync_bn_in_processes(1))
+    if torch.cuda.device_count() >= 2:
+        check("NCCL world size 2: SyncBatchNorm over 2 GPUs == BN over the whole batch",
+              lambda: sync_bn_in_processes(2))
+    else:
+        print("SKIP  NCCL world size 2 (one GPU)")
+
+    options = dict(device="cuda", autocast=torch.bfloat16 if args.bf16 else None,
+                   channels_last=args.channels_last)
+    print(f"\noptions: bf16 autocast {args.bf16}, channels_last {args.channels_last}, compile {args.compile}")
+    for size in args.sizes.split(","):
+        arch, px, batch = size.split(":")
+        bench_step(arch, int(px), int(batch), args.repeats, sync=torch.cuda.synchronize,
+                   compile=args.compile, **options)
+        bench_floor(arch, int(px), int(batch), args.repeats, sync=torch.cuda.synchronize, **options)
+    bench_layer(5 * args.repeats, device="cuda", sync=torch.cuda.synchronize)
+    for arch in ("resnet18", "resnet50"):
+        bench_ema(arch, 5 * args.repeats, device="cuda", sync=torch.cuda.synchronize)
+    if FAILED:
+        print(f"\n{len(FAILED)} check(s) failed: {', '.join(FAILED)}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
