@@ -1,6 +1,8 @@
 """``python -m repro``: run a table, show its status, render it.
 
     python -m repro run t01 --profile local --cluster local
+    python -m repro run t01 --profile smoke --cluster slurm --wait
+    python -m repro run t01 --profile paper --cluster mycluster --data-root /data/stl10
     python -m repro status t01 --profile local
     python -m repro render t01 --profile local
     python -m repro list
@@ -34,7 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cluster", default="local", help="cluster profile in slurm/: local, debug, slurm, ...")
     run.add_argument("--data-root", default=None, help="dataset folder (STL10 / ImageNet profiles)")
     run.add_argument("--rerun-failed", action="store_true", help="resubmit runs that failed before")
-    run.add_argument("--no-wait", action="store_true", help="return after submitting")
+    run.add_argument("--wait", dest="wait", action="store_true", default=None,
+                     help="wait for the jobs to end (the default, except on SLURM clusters)")
+    run.add_argument("--no-wait", dest="wait", action="store_false", help="return after submitting")
+    run.add_argument("--yes", action="store_true",
+                     help="submit a paper-scale grid without asking (its GPU-hours are printed first)")
+    run.add_argument("--out", default=None, help="output folder of the rendered table (default: tables/out)")
     status = sub.add_parser("status", help="state, last step and loss of every run")
     _common(status)
     render = sub.add_parser("render", help="collect run directories and write tables/out/")
@@ -62,6 +69,7 @@ def _dispatch(args) -> int:
             print(f"{table.name:<5} {table.title}  [profiles: {', '.join(table.profiles)}]")
         return 0
     if args.command == "status":
+        print(results.STATUS_HEADER)
         print("\n".join(results.status_lines(args.table, args.profile, args.runs)))
         return 0
     if args.command == "render":
@@ -70,19 +78,42 @@ def _dispatch(args) -> int:
         return 0
     from .launch import launch, load_cluster, wait
 
+    confirm = None
+    if args.profile == "paper":
+        confirm = lambda runs: _confirm_cost(args.table, runs, assume_yes=args.yes)  # noqa: E731
     report = launch(args.table, args.profile, args.cluster, args.runs, data_root=args.data_root,
-                    rerun_failed=args.rerun_failed)
+                    rerun_failed=args.rerun_failed, confirm=confirm)
+    if report.declined:
+        print("nothing submitted", file=sys.stderr)
+        return 1
     failures = []
-    if report.jobs and not args.no_wait and load_cluster(args.cluster).executor != "slurm":
-        print("waiting for the runs (progress: runs/.submitit/<job>/*.out; python -m repro status ...)", flush=True)
+    slurm = load_cluster(args.cluster).executor == "slurm"
+    if report.jobs and (args.wait if args.wait is not None else not slurm):
+        print(f"waiting for {len(report.jobs)} runs (logs: {Path(args.runs) / '.submitit'}/<job>/; "
+              f"python -m repro status {args.table} --profile {args.profile} --runs {args.runs})", flush=True)
         failures = wait(report, Path(args.runs).resolve())
     elif report.jobs:
         print(f"submitted {len(report.jobs)} runs; follow them with: python -m repro status {args.table} "
-              f"--profile {args.profile}")
-    paths = results.render(args.table, args.profile, args.runs)
+              f"--profile {args.profile} --runs {args.runs}")
+    paths = results.render(args.table, args.profile, args.runs, **({"out_dir": args.out} if args.out else {}))
     print(Path(paths["md"]).read_text())
     print(f"written: {', '.join(str(p) for p in paths.values())}")
     if failures or report.skipped_failed:
         print(f"error: {len(failures) + len(report.skipped_failed)} runs failed (see status)", file=sys.stderr)
         return 1
     return 0
+
+
+def _confirm_cost(table_name: str, runs, *, assume_yes: bool) -> bool:
+    """Print what the runs cost in GPU-hours; ask on the terminal unless ``--yes``."""
+    from .cost import describe, estimate
+    from .grid import load_table
+
+    print(f"about to submit {len(runs)} paper-scale runs, at the paper's seconds per iteration:")
+    print(describe(estimate(load_table(table_name), runs)), flush=True)
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        raise ConfigError("refusing to submit a paper-scale grid without confirmation: no terminal to ask on; "
+                          "pass --yes to submit it")
+    return input("submit them? [y/N] ").strip().lower() in ("y", "yes")

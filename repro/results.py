@@ -2,7 +2,9 @@
 
 Paper values come from the table file (transcribed, labelled ``paper_*``); reproduced
 values come only from ``final.json`` files written by runs. Unfinished runs show their
-status (pending / running / failed) instead of numbers.
+status (pending / running / failed / cancelled) instead of numbers: from the run directory,
+corrected by SLURM's accounting for SLURM jobs (a cancelled job leaves no trace in the
+directory).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 
 from .checkpoint import atomic_write
 from .grid import Table, expand, load_table
-from .launch import read_json, run_status
+from .launch import read_json, run_states
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "tables" / "out"
 METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
@@ -25,22 +27,21 @@ METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter"
 def collect(table: Table, profile: str, runs_root: str | Path) -> pd.DataFrame:
     """One row per run (row x seed) with its status and, when done, its measured metrics."""
     records = []
-    for run in expand(table, profile):
+    runs = expand(table, profile)
+    for run, state in zip(runs, run_states([r.run_dir(runs_root) for r in runs])):
         run_dir = run.run_dir(runs_root)
-        status = run_status(run_dir)
-        rec = {"row": run.row, "seed": run.seed, "run_id": run.run_id, "profile": profile, "status": status}
-        final = read_json(run_dir / "final.json") if status == "done" else None
+        rec = {"row": run.row, "seed": run.seed, "run_id": run.run_id, "profile": profile, "status": state.status}
+        final = read_json(run_dir / "final.json") if state.status == "done" else None
         for key in METRICS:
             rec[key] = final.get(key) if final else None
-        if status == "failed":
-            lines = (run_dir / "error.txt").read_text().splitlines()
-            rec["error"] = lines[0] if lines else ""
+        if state.error is not None:
+            rec["error"] = state.error
         records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
 def _overall(statuses: list[str]) -> str:
-    for s in ("failed", "running", "pending", "new"):
+    for s in ("failed", "cancelled", "running", "pending", "new"):
         if s in statuses:
             return {"new": "pending"}.get(s, s)
     return "done"
@@ -68,7 +69,7 @@ def summarise(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
                 rec[extra] = values.mean() if len(values) else None
         rec["seeds_done"] = len(done)
         rec["seeds"] = len(mine)
-        rec["status"] = _overall(list(mine["status"]))
+        rec["status"] = _overall(list(mine["status"])) if row.run else "paper only"
         rows.append(rec)
     out = pd.DataFrame.from_records(rows)
     if table.reference_row and "sec_per_iter" in table.columns:
@@ -110,6 +111,15 @@ def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataF
     return pd.DataFrame(cols)
 
 
+def write_if_changed(path: Path, text: str) -> bool:
+    """Atomically write ``text`` unless ``path`` already holds it; return whether it wrote."""
+    data = text.encode()
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write(path, lambda f: f.write(data))
+    return True
+
+
 def output_stem(table: Table) -> str:
     """``t01`` -> ``table1``."""
     digits = "".join(ch for ch in table.name if ch.isdigit())
@@ -134,27 +144,40 @@ def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | 
         f"`{Path(runs_root)}` ({int((runs['status'] == 'done').sum())}/{len(runs)} runs done; "
         f"rendered {time.strftime('%Y-%m-%d %H:%M')}).\n\n"
     )
-    atomic_write(paths["csv"], lambda f: f.write(summary.to_csv(index=False).encode()))
-    atomic_write(paths["runs"], lambda f: f.write(runs.to_csv(index=False).encode()))
-    atomic_write(paths["md"], lambda f: f.write((header + shown.to_markdown(index=False) + "\n").encode()))
+    # Data files are rewritten only when their content changes: make redraws figures from
+    # them (Figure 3 from table4.csv) exactly when results change.
+    write_if_changed(paths["csv"], summary.to_csv(index=False))
+    write_if_changed(paths["runs"], runs.to_csv(index=False))
+    atomic_write(paths["md"], lambda f: f.write((header + shown.to_markdown(index=False) + "\n"
+                                                 + _problems(runs)).encode()))
     atomic_write(paths["tex"], lambda f: f.write(shown.to_latex(index=False, escape=True).encode()))
     return paths
 
 
+def _problems(runs: pd.DataFrame) -> str:
+    """Markdown lines under the table: each failed or cancelled run and why."""
+    bad = runs[runs["status"].isin(["failed", "cancelled"])]
+    if bad.empty:
+        return ""
+    lines = [f"- `{r.run_id}` {r.status}: {r.error}" for r in bad.itertuples()]
+    return "\nRuns that did not finish:\n\n" + "\n".join(lines) + "\n"
+
+
+STATUS_HEADER = f"{'run':<40} {'status':<9} {'SLURM':<11} {'job':<12} {'step':>7} {'loss':>9}  error"
+
+
 def status_lines(table_name: str, profile: str, runs_root: str | Path) -> list[str]:
-    """One line per run: status, last step and loss (from metrics.jsonl), error if failed."""
+    """One line per run, under ``STATUS_HEADER``: status, SLURM state and job id, last step and
+    loss (from metrics.jsonl), and why a run failed or was cancelled."""
     table = load_table(table_name)
+    runs = expand(table, profile)
     lines = []
-    for run in expand(table, profile):
-        run_dir = run.run_dir(runs_root)
-        status = run_status(run_dir)
-        last = _last_metrics(run_dir / "metrics.jsonl")
-        where = f"step {last['step']}, loss {last['loss']:.4f}" if last else ""
-        job = read_json(run_dir / "job.json") or {}
-        err = ""
-        if status == "failed":
-            err = (run_dir / "error.txt").read_text().splitlines()[0]
-        lines.append(f"{run.run_id:<40} {status:<8} {job.get('job_id', '-'):<12} {where} {err}".rstrip())
+    for run, state in zip(runs, run_states([r.run_dir(runs_root) for r in runs])):
+        last = _last_metrics(run.run_dir(runs_root) / "metrics.jsonl")
+        step = str(last["step"]) if last else "-"
+        loss = f"{last['loss']:.4f}" if last else "-"
+        lines.append(f"{run.run_id:<40} {state.status:<9} {state.scheduler_state or '-':<11} "
+                     f"{state.job_id or '-':<12} {step:>7} {loss:>9}  {state.error or ''}".rstrip())
     return lines
 
 
