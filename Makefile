@@ -4,12 +4,19 @@
 #   make table1 PROFILE=paper CLUSTER=<profile in slurm/> DATA_ROOT=/data/stl10
 #   make table2 ... table8           the ImageNet tables (paper scale needs DATA_ROOT=imagenet)
 #   make figure3                     Figure 3 from Table 4's results (also after make table4)
+#   make table9 ... table12          transfer: COCO / LVIS (Detectron2), ImageNet 1% / 10%
+#   make transfer-coco, transfer-lvis  Tables 9-10 / Table 11
+#   make bench                       CPU benchmarks (bench/run_all.py), about 10 minutes on 2 cores
+#   make bench-gpu                   CUDA checks and timings (bench/gpu_check.py), on a GPU machine
 #   make tables                      re-render every table that has results, and Figure 3
 #   make test                        the test suite
+#   make slurm-up / slurm-down       a real single-node SLURM cluster on this machine (root, Debian)
+#   make table1 PROFILE=smoke CLUSTER=slurm ARGS=--wait   Table 1 through SLURM (make slurm-up first)
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 PROFILE ?= local
 CLUSTER ?= local
 RUNS    ?= runs
@@ -19,9 +26,11 @@ ARGS    ?=
 REPRO  = $(PY) -m repro
 LAUNCH = --profile $(PROFILE) --cluster $(CLUSTER) --runs $(RUNS) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
 TABLES = 1 2 3 4 5 6 7 8
+TRANSFER = 9 10 11 12
+tid = t$(if $(filter $(1),1 2 3 4 5 6 7 8 9),0)$(1)
 FIG3   = figures/out/fig3.png
 
-.PHONY: install test status tables figure3 $(addprefix table,$(TABLES))
+.PHONY: slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -37,6 +46,23 @@ test: $(STAMP)
 $(addprefix table,$(filter-out 4,$(TABLES))): table%: $(STAMP)
 	$(REPRO) run t0$* $(LAUNCH)
 
+$(addprefix table,$(TRANSFER)): table%: $(STAMP)
+	$(REPRO) run $(call tid,$*) $(LAUNCH)
+
+transfer-coco: table9 table10
+transfer-lvis: table11
+
+# lightly (the peer in bench/bench_peer_lightly.py) is installed only for the benchmarks.
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(PY) bench/run_all.py $(ARGS)
+
+bench-gpu: $(STAMP)
+	$(PY) bench/gpu_check.py $(ARGS)
+
 # Table 4 feeds Figure 3: redraw it after the table (only if its results changed).
 table4: $(STAMP)
 	$(REPRO) run t04 $(LAUNCH)
@@ -51,8 +77,14 @@ tables/out/table4.csv: | $(STAMP)
 	$(REPRO) render t04 --profile $(PROFILE) --runs $(RUNS) > /dev/null
 
 tables: $(STAMP)
-	for t in $(TABLES); do $(REPRO) render t0$$t --profile $(PROFILE) --runs $(RUNS) > /dev/null || exit 1; done
+	for t in $(foreach n,$(TABLES) $(TRANSFER),$(call tid,$(n))); do \
+	  $(REPRO) render $$t --profile $(PROFILE) --runs $(RUNS) > /dev/null || exit 1; done
 	$(MAKE) --no-print-directory figure3
 
 status: $(STAMP)
-	$(REPRO) status t0$(or $(TABLE),1) --profile $(PROFILE) --runs $(RUNS)
+	$(REPRO) status $(call tid,$(or $(TABLE),1)) --profile $(PROFILE) --runs $(RUNS)
+
+slurm-up:
+	bash .ci/slurm/install.sh && bash .ci/slurm/start.sh
+slurm-down:
+	bash .ci/slurm/stop.sh
