@@ -1,0 +1,511 @@
+"""Detection transfer with Detectron2 (Tables 9-11, SPEC §4): config, launch, metrics.
+
+Detectron2 is an optional extra (not on PyPI, never vendored): this module imports it only inside
+`run_detection`, and everything on our side of the boundary works without it:
+
+- `detectron2_config(cfg, weights, output_dir, datasets)`: the run's Detectron2 config as a PLAIN
+  dict (base config of Detectron2's model zoo + dotted overrides), so the numbers can be checked
+  against SPEC §4 without Detectron2;
+- `parse_metrics` / `read_metrics_json`: box and mask AP, AP50, AP75 from Detectron2's
+  evaluation results (the nested dict its evaluators return, or the `metrics.json` it writes);
+- `lvis_numpy_guard`: lvis 0.5.3 calls `np.float`, which numpy 2 removed (ENV.md);
+- `run_detection(cfg, run_dir, weights_pkl, num_gpus)`: builds the real config, trains with
+  Detectron2's trainer under `detectron2.engine.launch` (one process per GPU, spawned INSIDE the
+  job: the job is one task holding `num_gpus` GPUs), evaluates, returns the parsed metrics.
+
+The Detectron2-side code (the trainer, the backbone for our CPU-scale ResNets) lives in
+`repro.transfer.d2_runtime`, which imports Detectron2 at import time and registers its backbones
+on import (SPEC §6: a module registered only inside a training script breaks other entry points).
+
+How the overrides map (yacs configs; FCOS exists only as a LazyConfig):
+
+| what (SPEC §4)               | yacs key                                  | LazyConfig key (FCOS)                          |
+|------------------------------|-------------------------------------------|------------------------------------------------|
+| weights                      | MODEL.WEIGHTS                             | train.init_checkpoint                          |
+| RGB input                    | INPUT.FORMAT                              | dataloader.train.mapper.image_format (test follows) |
+| torchvision mean / std       | MODEL.PIXEL_MEAN / MODEL.PIXEL_STD        | model.pixel_mean / model.pixel_std             |
+| stride on the 3x3 conv       | MODEL.RESNETS.STRIDE_IN_1X1 False         | model.backbone.bottom_up.stages.stride_in_1x1  |
+| train every stage            | MODEL.BACKBONE.FREEZE_AT 0                | model.backbone.bottom_up.freeze_at             |
+| SyncBN in backbone           | MODEL.RESNETS.NORM                        | model.backbone.bottom_up.{stem,stages}.norm    |
+| SyncBN in FPN                | MODEL.FPN.NORM                            | model.backbone.norm                            |
+| PreciseBN                    | TEST.PRECISE_BN.{ENABLED,NUM_ITER}        | train.precise_bn.{enabled,num_iter} (ours: added by d2_runtime) |
+| lr, batch                    | SOLVER.BASE_LR, SOLVER.IMS_PER_BATCH      | optimizer.lr, dataloader.train.total_batch_size |
+| 1x / 2x                      | SOLVER.MAX_ITER, SOLVER.STEPS             | train.max_iter, lr_multiplier.scheduler.milestones |
+| warm-up                      | SOLVER.WARMUP_ITERS                       | lr_multiplier.warmup_length (a fraction)       |
+| data                         | DATASETS.TRAIN / DATASETS.TEST            | dataloader.{train,test}.dataset.names          |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from ..config import ConfigError, RunConfig
+from . import synthetic
+
+# --------------------------------------------------------------------------- facts (SPEC §4)
+
+# Base configs in Detectron2's model zoo (`detectron2.model_zoo.get_config_file(path)`). Each is
+# the 1x schedule; 2x is set by the overrides (no 2x file exists for these models).
+BASE_CONFIGS = {
+    "mask_rcnn": "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+    "cascade_mask_rcnn": "Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml",
+    "retinanet": "COCO-Detection/retinanet_R_50_FPN_1x.yaml",
+    "fcos": "COCO-Detection/fcos_R_50_FPN_1x.py",  # a LazyConfig (Python), the only FCOS config
+}
+LVIS_BASE_CONFIG = "LVISv0.5-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+# lr at batch 16: 0.02 for the R-CNNs, 0.01 for the one-stage detectors (Detectron2's, SPEC §4).
+BASE_LR = {"mask_rcnn": 0.02, "cascade_mask_rcnn": 0.02, "retinanet": 0.01, "fcos": 0.01}
+# (iterations, lr steps) at batch 16: 1x = 90k iters x 16 images = 1.44M images, about 12 COCO
+# epochs (118k images); 2x doubles it. The steps sit at 2/3 and 8/9 of the run in both.
+SCHEDULES = {"1x": (90_000, (60_000, 80_000)), "2x": (180_000, (120_000, 160_000))}
+WARMUP_ITERS = 1_000  # Detectron2's default linear warm-up (from 0.001 x lr)
+PRECISE_BN_ITERS = 200  # Detectron2's default TEST.PRECISE_BN.NUM_ITER
+# torchvision's ImageNet normalisation in 0..255 units, RGB order (SPEC §4, §6: about 1 AP is
+# lost with Detectron2's BGR / Caffe2 defaults on torchvision-layout weights).
+PIXEL_MEAN = [123.675, 116.28, 103.53]
+PIXEL_STD = [58.395, 57.12, 57.375]
+# LVIS v0.5 (SPEC §4): 1230 classes, repeat-factor sampling at 0.001, 300 detections per image,
+# score threshold 1e-4 (Detectron2's LVIS config).
+LVIS_CLASSES = 1230
+LVIS_REPEAT_THRESHOLD = 0.001
+LVIS_DETECTIONS_PER_IMAGE = 300
+LVIS_SCORE_THRESH = 1e-4
+NUM_CLASSES = {"coco": 80, "lvis_v0.5": LVIS_CLASSES, "synthetic_coco": len(synthetic.CATEGORIES),
+               "synthetic_lvis": LVIS_CLASSES}
+SYNTHETIC = ("synthetic_coco", "synthetic_lvis")
+# The COCO training scales (Section 4.5.2: short edge in [640, 800] at 32 px steps, 800 at test).
+COCO_TRAIN_SIZES = [640, 672, 704, 736, 768, 800]
+COCO_TEST_SIZE = 800
+COCO_MAX_SIZE = 1333
+# Detectron2's default feature levels (standard stem: res2..res5 at strides 4..32).
+_RCNN_LEVELS = ["p2", "p3", "p4", "p5", "p6"]
+_ONE_STAGE_LEVELS = ["p3", "p4", "p5", "p6", "p7"]
+_RPN_ANCHORS = [[32], [64], [128], [256], [512]]  # 8 x stride of p2..p6
+# DEVIATION (CPU stand-in data, synthetic_*): narrower FPN and heads, fewer sampled RoIs and
+# proposals (images hold 1-3 objects): 0.2 s instead of 5-8 s per Mask R-CNN step on 2 CPU
+# cores, where RoIAlign's backward over 512 RoIs x 256 channels and the 1024-wide box head
+# dominated.
+CPU_FPN_CHANNELS = 64
+_CPU_HEADS_YACS = {
+    "MODEL.FPN.OUT_CHANNELS": CPU_FPN_CHANNELS,
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": 64,
+    "MODEL.ROI_BOX_HEAD.FC_DIM": 256,
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": 64,
+    # 100 proposals per test image, not 1000: with LVIS's 1230 classes and score threshold 1e-4 an
+    # untrained head keeps every class of every proposal (1/1231 > 1e-4): 1.2M boxes into NMS,
+    # 50 s per image on 2 cores.
+    "MODEL.RPN.POST_NMS_TOPK_TEST": 100,
+}
+_RUNTIME = "repro.transfer.d2_runtime"
+RESULTS_FILE = "results.json"  # written by rank 0 into the Detectron2 output folder
+
+INSTALL_HINT = (
+    "Detectron2 is not installed (the detection tables t09-t11 need it; everything else runs without). "
+    "It is not on PyPI: install it from source into this environment, torch and torchvision first, then "
+    "`pip install 'setuptools<81' pycocotools 'lvis>=0.5.3'` (or `pip install -e '.[transfer]'`) and "
+    "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'` "
+    "(setuptools<81: detectron2.model_zoo imports pkg_resources; --no-build-isolation: the build needs "
+    "the installed torch; a few minutes, also on CPU). Detectron2 has no release since v0.6: the commit "
+    "you install is recorded in each run's final.json"
+)
+
+
+class Detectron2Missing(ConfigError):
+    """Detectron2 is not importable; the message says how to install it."""
+
+
+def require_detectron2():
+    """Import Detectron2 or raise Detectron2Missing with the install instructions."""
+    try:
+        return importlib.import_module("detectron2")
+    except ImportError as e:
+        raise Detectron2Missing(f"{INSTALL_HINT} (import error: {e})") from None
+
+
+# --------------------------------------------------------------------------- the config
+
+
+def _schedule(cfg: RunConfig) -> tuple[int, list[int], int]:
+    """(max_iter, steps, warm-up iterations) of the run."""
+    full_iter, full_steps = SCHEDULES[cfg.detection.schedule]
+    max_iter = cfg.detection.max_iter
+    if max_iter is None:
+        return full_iter, list(full_steps), WARMUP_ITERS
+    if max_iter < 1:
+        raise ConfigError(f"detection.max_iter: must be positive, got {max_iter}")
+    # DEVIATION (shortened runs of the small profiles): the steps keep their place in the
+    # schedule (2/3 and 8/9 of the run; a run too short to hold both keeps those that fall
+    # strictly inside it, as Detectron2's scheduler requires) and the warm-up is capped at a
+    # tenth of the run.
+    steps = sorted({round(max_iter * s / full_iter) for s in full_steps} & set(range(1, max_iter)))
+    return max_iter, steps, max(1, min(WARMUP_ITERS, max_iter // 10))
+
+
+def _backbone_is_standard(cfg: RunConfig) -> bool:
+    """Whether Detectron2's stock ResNet builder can hold our backbone (7x7 stem, width 64)."""
+    return cfg.model.width == 64 and not cfg.model.small_stem
+
+
+def _levels(names: list[str], shift: int) -> list[str]:
+    """FPN level names after the stem: Detectron2 names a level p<log2(stride)>; the small stem
+    (stride 1 instead of 4) shifts every level down by 2."""
+    return [f"p{int(n[1:]) - shift}" for n in names]
+
+
+def detectron2_config(cfg: RunConfig, weights: str | os.PathLike, output_dir: str | os.PathLike,
+                      datasets: tuple[str, str]) -> dict:
+    """The Detectron2 config of a detection run, as plain data.
+
+    Returns {"base_config": model-zoo path, "lazy": bool (a LazyConfig .py, FCOS), "overrides":
+    {dotted key: value}}. yacs overrides use Detectron2's names ("MODEL.RESNETS.NORM"); lazy ones
+    the LazyConfig's ("model.backbone.bottom_up.stem.norm"), where a value that is a mapping with
+    "_target_" replaces the whole node by that object. `datasets` = (train name, test name), as
+    registered by the caller. Raises ConfigError for combinations the paper does not define.
+    """
+    d = cfg.detection
+    lvis = d.dataset in ("lvis_v0.5", "synthetic_lvis")
+    if lvis and d.detector != "mask_rcnn":
+        raise ConfigError(f"detection.detector: LVIS (Table 11) is run with mask_rcnn only, got {d.detector!r}")
+    if cfg.model.arch not in ("resnet18", "resnet50"):
+        raise ConfigError(f"model.arch: {cfg.model.arch!r} has no Detectron2 ResNet")
+    max_iter, steps, warmup = _schedule(cfg)
+    # Detectron2's lr is for 16 images per step; another batch scales it linearly (its own
+    # rule, SOLVER.REFERENCE_WORLD_SIZE). The paper profiles run 16: 0.02 / 0.01 as SPEC §4.
+    base_lr = d.base_lr if d.base_lr is not None else BASE_LR[d.detector] * d.ims_per_batch / 16
+    depth = 50 if cfg.model.arch == "resnet50" else 18
+    width = cfg.model.width
+    shift = 2 if cfg.model.small_stem else 0
+    num_classes = NUM_CLASSES[d.dataset]
+    # DEVIATION (shortened runs): PreciseBN's forward passes are capped, like the warm-up, at a
+    # tenth of the run (200 extra passes would double a 200-iteration CPU run).
+    precise_bn_iters = PRECISE_BN_ITERS if cfg.detection.max_iter is None else max(1, min(PRECISE_BN_ITERS, max_iter // 10))
+    # FIDELITY: SyncBN in the backbone and the FPN only (SPEC §4), the heads keep Detectron2's
+    # defaults. In one process (the CPU profiles) SyncBN computes plain BN statistics.
+    norm = "SyncBN"
+    if d.dataset in SYNTHETIC:
+        # DEVIATION (CPU stand-in data): the synthetic images are small (32 x 40): no rescaling.
+        h, w = synthetic.DEFAULT_HEIGHT, synthetic.DEFAULT_WIDTH
+        train_sizes, test_size, max_size = [h], h, w
+    else:
+        train_sizes, test_size, max_size = COCO_TRAIN_SIZES, COCO_TEST_SIZE, COCO_MAX_SIZE
+
+    if d.detector == "fcos":
+        return {"base_config": BASE_CONFIGS["fcos"], "lazy": True,
+                "overrides": _fcos_overrides(cfg, weights, output_dir, datasets, max_iter=max_iter, steps=steps,
+                                             warmup=warmup, base_lr=base_lr, depth=depth, width=width, shift=shift,
+                                             norm=norm, num_classes=num_classes, precise_bn_iters=precise_bn_iters,
+                                             max_size=max_size, test_size=test_size,
+                                             train_sizes=train_sizes if d.dataset in SYNTHETIC else [800])}
+
+    one_stage = d.detector == "retinanet"
+    o: dict = {
+        "MODEL.WEIGHTS": str(weights),
+        "OUTPUT_DIR": str(output_dir),
+        "SEED": cfg.train.seed,
+        # torchvision-layout weights (SPEC §4, §6)
+        "INPUT.FORMAT": "RGB",
+        "MODEL.PIXEL_MEAN": PIXEL_MEAN,
+        "MODEL.PIXEL_STD": PIXEL_STD,
+        "MODEL.RESNETS.STRIDE_IN_1X1": False,
+        "MODEL.BACKBONE.FREEZE_AT": 0,
+        "MODEL.RESNETS.DEPTH": depth,
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": width,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": width * (4 if depth == 50 else 1),
+        "MODEL.RESNETS.NORM": norm,
+        "MODEL.FPN.NORM": norm,
+        "TEST.PRECISE_BN.ENABLED": True,
+        "TEST.PRECISE_BN.NUM_ITER": precise_bn_iters,
+        # schedule at batch 16
+        "SOLVER.IMS_PER_BATCH": d.ims_per_batch,
+        "SOLVER.BASE_LR": base_lr,
+        "SOLVER.MAX_ITER": max_iter,
+        "SOLVER.STEPS": steps,
+        "SOLVER.WARMUP_ITERS": warmup,
+        "SOLVER.CHECKPOINT_PERIOD": min(cfg.train.checkpoint_every, max_iter),
+        "TEST.EVAL_PERIOD": d.eval_period,
+        "DATASETS.TRAIN": [datasets[0]],
+        "DATASETS.TEST": [datasets[1]],
+        "DATALOADER.NUM_WORKERS": cfg.data.workers,
+        "INPUT.MIN_SIZE_TRAIN": train_sizes,
+        "INPUT.MAX_SIZE_TRAIN": max_size,
+        "INPUT.MIN_SIZE_TEST": test_size,
+        "INPUT.MAX_SIZE_TEST": max_size,
+        ("MODEL.RETINANET.NUM_CLASSES" if one_stage else "MODEL.ROI_HEADS.NUM_CLASSES"): num_classes,
+    }
+    if not _backbone_is_standard(cfg):
+        # DEVIATION (CPU-scale profiles): our half-width / small-stem ResNets do not fit Detectron2's
+        # stock builder (it fixes R18 at width 64 and the 7x7 stem); d2_runtime builds the same
+        # ResNet from Detectron2's blocks, under the same weight names.
+        o["MODEL.BACKBONE.NAME"] = ("build_torchvision_retinanet_resnet_fpn_backbone" if one_stage
+                                    else "build_torchvision_resnet_fpn_backbone")
+        o["MODEL.RESNETS.SMALL_STEM"] = cfg.model.small_stem  # our key, added by d2_runtime
+    if shift:
+        # The small stem keeps stride 1 (not 4): levels are renamed and anchors scaled with the
+        # strides (Detectron2's are 8 x stride for the RPN, 4 x stride x 3 scales for RetinaNet).
+        if one_stage:
+            o["MODEL.RETINANET.IN_FEATURES"] = _levels(_ONE_STAGE_LEVELS, shift)
+            o["MODEL.ANCHOR_GENERATOR.SIZES"] = [[s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in (8, 16, 32, 64, 128)]
+        else:
+            o["MODEL.RPN.IN_FEATURES"] = _levels(_RCNN_LEVELS, shift)
+            o["MODEL.ROI_HEADS.IN_FEATURES"] = _levels(_RCNN_LEVELS[:4], shift)
+            o["MODEL.ANCHOR_GENERATOR.SIZES"] = [[s[0] // 4] for s in _RPN_ANCHORS]
+    if d.dataset in SYNTHETIC:
+        o.update(_CPU_HEADS_YACS)
+    if lvis:
+        o.update({
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST": LVIS_SCORE_THRESH,
+            "TEST.DETECTIONS_PER_IMAGE": LVIS_DETECTIONS_PER_IMAGE,
+            "DATALOADER.SAMPLER_TRAIN": "RepeatFactorTrainingSampler",
+            "DATALOADER.REPEAT_THRESHOLD": LVIS_REPEAT_THRESHOLD,
+        })
+    base = LVIS_BASE_CONFIG if lvis else BASE_CONFIGS[d.detector]
+    return {"base_config": base, "lazy": False, "overrides": o}
+
+
+def _fcos_overrides(cfg: RunConfig, weights, output_dir, datasets, *, max_iter, steps, warmup, base_lr, depth, width,
+                    shift, norm, num_classes, precise_bn_iters, max_size, test_size, train_sizes) -> dict:
+    """FCOS's LazyConfig overrides (configs/COCO-Detection/fcos_R_50_FPN_1x.py)."""
+    d = cfg.detection
+    resize = "detectron2.data.transforms.ResizeShortestEdge"
+    o: dict = {
+        "train.init_checkpoint": str(weights),
+        "train.output_dir": str(output_dir),
+        "train.seed": cfg.train.seed,
+        "train.max_iter": max_iter,
+        "train.eval_period": d.eval_period,
+        "train.checkpointer.period": min(cfg.train.checkpoint_every, max_iter),
+        # PreciseBN: the LazyConfig trainer has no such option; d2_runtime adds the hook from these.
+        "train.precise_bn": {"enabled": True, "num_iter": precise_bn_iters},
+        "optimizer.lr": base_lr,
+        # The lr multiplier is scale-free (milestones relative to the last one): these are the
+        # iterations of the run. warmup_length is a fraction of the run.
+        "lr_multiplier.scheduler.milestones": [*steps, max_iter],
+        "lr_multiplier.scheduler.values": [1.0, 0.1, 0.01][: len(steps) + 1],
+        "lr_multiplier.warmup_length": warmup / max_iter,
+        "dataloader.train.total_batch_size": d.ims_per_batch,
+        "dataloader.train.num_workers": cfg.data.workers,
+        "dataloader.test.num_workers": cfg.data.workers,
+        "dataloader.train.dataset.names": datasets[0],
+        "dataloader.test.dataset.names": datasets[1],
+        "dataloader.evaluator.output_dir": str(Path(output_dir) / "inference"),
+        # torchvision-layout weights (SPEC §4, §6); the test mapper's format follows the train one's.
+        "dataloader.train.mapper.image_format": "RGB",
+        "model.pixel_mean": PIXEL_MEAN,
+        "model.pixel_std": PIXEL_STD,
+        "model.num_classes": num_classes,
+        "model.backbone.norm": norm,  # the FPN's
+        # FIDELITY: "FCOS trains with a single-scale of 800 pixels" (Section 4.5.2), while
+        # Detectron2's FCOS config trains multi-scale (640-800): the paper's text is followed.
+        "dataloader.train.mapper.augmentations": [
+            {"_target_": resize, "short_edge_length": train_sizes, "sample_style": "choice", "max_size": max_size},
+            {"_target_": "detectron2.data.transforms.RandomFlip", "horizontal": True},
+        ],
+        "dataloader.test.mapper.augmentations": [
+            {"_target_": resize, "short_edge_length": test_size, "max_size": max_size},
+        ],
+    }
+    if depth == 50 and width == 64 and not shift:
+        o.update({
+            "model.backbone.bottom_up.stem.norm": norm,
+            "model.backbone.bottom_up.stages.norm": norm,
+            "model.backbone.bottom_up.stages.depth": depth,
+            "model.backbone.bottom_up.stages.stride_in_1x1": False,
+            "model.backbone.bottom_up.freeze_at": 0,
+        })
+    else:
+        # DEVIATION (CPU-scale profiles): see the yacs branch; the same ResNet from d2_runtime.
+        o["model.backbone.bottom_up"] = {
+            "_target_": f"{_RUNTIME}.build_torchvision_resnet", "depth": depth, "width": width,
+            "small_stem": cfg.model.small_stem, "norm": norm, "out_features": ["res3", "res4", "res5"],
+            "freeze_at": 0,
+        }
+    if cfg.detection.dataset in SYNTHETIC:  # DEVIATION: see _CPU_HEADS_YACS
+        c = CPU_FPN_CHANNELS
+        o["model.backbone.out_channels"] = c
+        o["model.backbone.top_block.in_channels"] = c  # FCOS's P6 is computed from P5 (c channels)
+        o["model.head.conv_dims"] = [c] * 4
+        o["model.head.input_shape"] = [{"_target_": "detectron2.layers.ShapeSpec", "channels": c}] * 5
+    if shift:
+        o["model.head_in_features"] = _levels(_ONE_STAGE_LEVELS, shift)
+        o["model.backbone.top_block.in_feature"] = _levels(["p5"], shift)[0]
+    return o
+
+
+# --------------------------------------------------------------------------- results
+
+
+_TASKS = {"bbox": "box", "segm": "mask"}
+_METRICS = {"AP": "ap", "AP50": "ap50", "AP75": "ap75", "APs": "aps", "APm": "apm", "APl": "apl",
+            "APr": "apr", "APc": "apc", "APf": "apf"}  # APr/c/f: LVIS's rare / common / frequent
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    # No number to show: NaN when the model made no detection at all (COCOEvaluator) or a size
+    # range has no ground truth (COCO), -100 for the latter from LVISEvaluator (lvis's -1 x 100).
+    return None if math.isnan(value) or value < 0 else value
+
+
+def parse_metrics(results: Mapping) -> dict[str, float | None]:
+    """box_ap, box_ap50, box_ap75 (and mask_*, and the size / LVIS-frequency splits present) in %.
+
+    `results` is Detectron2's evaluation result, nested as its evaluators return it
+    ({"bbox": {"AP": 39.7, "AP50": ...}, "segm": {...}}) or flattened as in its metrics.json
+    ({"bbox/AP": 39.7, ...}). Per-class entries ("AP-person") are left out; undefined values (NaN:
+    no detections; negative: no ground truth in that size range) become None. Raises ValueError when there is neither a bbox nor a segm result.
+    """
+    out: dict[str, float | None] = {}
+    for task, prefix in _TASKS.items():
+        nested = results.get(task)
+        if isinstance(nested, Mapping):
+            values = nested
+        else:
+            values = {k.split("/", 1)[1]: v for k, v in results.items() if isinstance(k, str) and k.startswith(task + "/")}
+        for name, ours in _METRICS.items():
+            if name in values:
+                out[f"{prefix}_{ours}"] = _number(values[name])
+    if "box_ap" not in out and "mask_ap" not in out:
+        raise ValueError(f"no bbox or segm AP in the evaluation results (keys: {sorted(map(str, results))[:8]})")
+    return out
+
+
+def read_metrics_json(path: str | os.PathLike) -> dict[str, float | None]:
+    """The final evaluation in Detectron2's metrics.json (one JSON object per line, the last
+    line holding "bbox/AP" or "segm/AP" wins), parsed by `parse_metrics`, plus its "iteration"."""
+    last = None
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        record = json.loads(line)
+        if "bbox/AP" in record or "segm/AP" in record:
+            last = record
+    if last is None:
+        raise ValueError(f"{path}: no evaluation (bbox/AP or segm/AP) in Detectron2's metrics")
+    return {**parse_metrics(last), "iteration": last.get("iteration")}
+
+
+@contextlib.contextmanager
+def lvis_numpy_guard() -> Iterator[None]:
+    """Let lvis 0.5.3's `np.float` work on numpy 2, only while the block runs.
+
+    lvis/eval.py casts with `dtype=np.float`, removed in numpy 1.24 (ENV.md). Inside the block
+    `np.float` is the builtin float (what it aliased); afterwards numpy is as it was: the alias is
+    removed again if numpy had none, an existing attribute is left untouched.
+    """
+    import numpy as np
+
+    had = "float" in np.__dict__
+    if not had:
+        np.float = float  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        if not had:
+            np.__dict__.pop("float", None)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def dataset_sources(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, dict]:
+    """The datasets a run registers: {name: {"format": "coco" | "lvis", "json": path, "images": path}}
+    in the order (train, test). Synthetic data is written (deterministically) under the run.
+
+    COCO / LVIS v0.5 are read from the layout Detectron2 documents for its builtin datasets, under
+    data.root (or $DETECTRON2_DATASETS, or ./datasets): coco/{train2017,val2017}/,
+    coco/annotations/instances_{train,val}2017.json, lvis/lvis_v0.5_{train,val}.json. Our names are
+    prefixed "repro_" so they never clash with Detectron2's builtin registrations.
+    """
+    from ..data.datasets import DatasetNotFound
+
+    d = cfg.detection.dataset
+    if d in SYNTHETIC:
+        folder = Path(run_dir) / "synthetic_data"
+        if d == "synthetic_coco":
+            data = synthetic.write_coco(folder)
+            names, fmt = ("repro_synthetic_coco_train", "repro_synthetic_coco_val"), "coco"
+        else:
+            data = synthetic.write_lvis(folder)
+            # "v0.5" in the name: Detectron2 then attaches LVIS v0.5's 1230 class names.
+            names, fmt = ("repro_synthetic_lvis_v0.5_train", "repro_synthetic_lvis_v0.5_val"), "lvis"
+        # LVIS finds images through coco_url's folder, appended to the root: keep a trailing "/".
+        roots = [str(data.train_images), str(data.val_images)] if fmt == "coco" else [str(folder) + "/"] * 2
+        return {names[0]: {"format": fmt, "json": str(data.train_json), "images": roots[0]},
+                names[1]: {"format": fmt, "json": str(data.val_json), "images": roots[1]}}
+    root = Path(cfg.data.root or os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser()
+    if d == "coco":
+        sources = {f"repro_coco_2017_{s}": {"format": "coco", "json": str(root / f"coco/annotations/instances_{s}2017.json"),
+                                            "images": str(root / f"coco/{s}2017")} for s in ("train", "val")}
+    else:
+        sources = {f"repro_lvis_v0.5_{s}": {"format": "lvis", "json": str(root / f"lvis/lvis_v0.5_{s}.json"),
+                                            "images": str(root / "coco") + "/"} for s in ("train", "val")}
+    missing = [p for src in sources.values() for p in (src["json"], src["images"]) if not Path(p).exists()]
+    if missing:
+        raise DatasetNotFound(
+            f"{d} not found under {root}: missing {', '.join(missing[:3])}. Lay it out as Detectron2's "
+            f"datasets/README.md says (coco/train2017, coco/val2017, coco/annotations/instances_*2017.json; "
+            f"LVIS v0.5: lvis/lvis_v0.5_{{train,val}}.json beside coco/) and pass --data-root")
+    return sources
+
+
+# --------------------------------------------------------------------------- running
+
+
+def detectron2_commit() -> dict:
+    """Detectron2's version and, for a source checkout, its git commit (SPEC §6: record it)."""
+    d2 = require_detectron2()
+    info = {"detectron2_version": getattr(d2, "__version__", None), "detectron2_commit": None}
+    src = Path(d2.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
+        info["detectron2_commit"] = out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return info
+
+
+def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str | os.PathLike,
+                  num_gpus: int | None = None) -> dict:
+    """Fine-tune and evaluate a detector from `weights_pkl` (a `save_detectron2` file).
+
+    Spawns `num_gpus` processes (default `cfg.train.world_size`) with `detectron2.engine.launch`
+    in THIS process: call it from a job that is one task holding that many GPUs (one process on
+    CPU). Detectron2 writes into run_dir/detectron2/ (checkpoints, metrics.json, log.txt); a
+    requeued job resumes from its last checkpoint. Returns the parsed metrics (box_ap, box_ap50,
+    box_ap75, mask_* when the detector has masks, ...) with iterations, wall time and the
+    Detectron2 version and commit.
+    """
+    require_detectron2()
+    from detectron2.engine import launch
+
+    if cfg.task != "detection":
+        raise ConfigError(f"task: run_detection runs detection tasks, got {cfg.task!r}")
+    num_gpus = cfg.train.world_size if num_gpus is None else num_gpus
+    run_dir = Path(run_dir)
+    output_dir = run_dir / "detectron2"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    sources = dataset_sources(cfg, run_dir)
+    d2cfg = detectron2_config(cfg, weights_pkl, output_dir, tuple(sources))
+    (output_dir / "overrides.json").write_text(json.dumps(d2cfg, indent=2))
+    results_path = output_dir / RESULTS_FILE
+    results_path.unlink(missing_ok=True)
+    t0 = time.time()
+    runtime = importlib.import_module(_RUNTIME)
+    # One process per GPU, spawned here; "auto" picks a free local port (one machine per job).
+    launch(runtime.train_and_evaluate, num_gpus, num_machines=1, machine_rank=0, dist_url="auto",
+           args=(d2cfg, sources))
+    if not results_path.is_file():
+        raise RuntimeError(f"Detectron2 finished without writing {results_path}: see {output_dir / 'log.txt'}")
+    results = json.loads(results_path.read_text())
+    return {**parse_metrics(results["evaluation"]), "iterations": results["iterations"],
+            "detectron2_wall_s": time.time() - t0, "num_gpus": num_gpus, "detector": cfg.detection.detector,
+            "schedule": cfg.detection.schedule, "dataset": cfg.detection.dataset, **detectron2_commit()}
