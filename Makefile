@@ -36,7 +36,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,transfer]'
 	touch $@
 
 test: $(STAMP)
@@ -54,7 +54,7 @@ transfer-lvis: table11
 
 # lightly (the peer in bench/bench_peer_lightly.py) is installed only for the benchmarks.
 $(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,transfer,bench]'
 	touch $@
 
 bench: $(BENCH_STAMP)
