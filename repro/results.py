@@ -21,7 +21,9 @@ from .launch import read_json, run_states
 
 OUT_DIR = Path(__file__).resolve().parents[1] / "tables" / "out"
 METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
-           "epochs_done", "final_loss", "train_wall_s", "world_size")
+           "epochs_done", "final_loss", "train_wall_s", "world_size",
+           # detection (Tables 9-11)
+           "box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
 
 
 def collect(table: Table, profile: str, runs_root: str | Path) -> pd.DataFrame:

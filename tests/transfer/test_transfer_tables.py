@@ -130,3 +130,20 @@ def test_semi_supervised_paper_profile():
         assert (c.data.dataset, c.data.image_size, c.model.arch) == ("imagenet", 224, "resnet50")
     for c in (r.config for r in expand(load_table("t12"), "local")):
         assert c.data.dataset == "digits"
+
+
+def test_detection_metrics_reach_the_rendered_table(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from repro.results import render
+
+    table = load_table("t11")
+    run = expand(table, "smoke")[0]
+    d = run.run_dir(tmp_path)
+    d.mkdir(parents=True)
+    (d / "final.json").write_text(json.dumps({"box_ap": 1.5, "mask_ap": 2.5, "mask_ap50": 3.5, "mask_ap75": 4.5}))
+    df = pd.read_csv(render("t11", "smoke", tmp_path, out_dir=tmp_path / "out")["csv"]).set_index("row")
+    got = df.loc[run.row]
+    assert got["status"] == "done" and got["mask_ap"] == 2.5 and got["mask_ap50"] == 3.5
