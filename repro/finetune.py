@@ -44,7 +44,7 @@ from . import checkpoint as ckpt
 from .backbones import resnet
 from .config import ConfigError, RunConfig
 from .core import schedules
-from .data.augment import derive_seed, eval_transform, probe_train_transform
+from .data.augment import Transformed, derive_seed, eval_transform, probe_train_transform
 from .data.datasets import _load_rgb, build_dataset, dataset_stats, num_classes, split_for
 from .data.imagenet_subsets import deterministic_subset, subset_samples
 
@@ -95,18 +95,6 @@ class _Augmented(Dataset):
             torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, int(i)))
             image, label = self.base[i]
             return self.transform(image), label
-
-
-class _Plain(Dataset):
-    def __init__(self, base: Dataset, transform):
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        image, label = self.base[i]
-        return self.transform(image), label
 
 
 def labelled_subset(cfg: RunConfig) -> tuple[Dataset, Dataset, int]:
@@ -183,7 +171,7 @@ def reestimate_bn(model: nn.Module, batches, num_batches: int) -> int:
 def evaluate(model: nn.Module, test: Dataset, transform, cfg: RunConfig, device) -> tuple[float, float]:
     """(top-1, top-5) in % on `test`."""
     model.eval()
-    loader = DataLoader(_Plain(test, transform), batch_size=EVAL_BATCH, num_workers=cfg.data.workers)
+    loader = DataLoader(Transformed(test, transform), batch_size=EVAL_BATCH, num_workers=cfg.data.workers)
     correct1 = correct5 = total = 0
     for x, y in loader:
         logits = model(x.to(device)).float().cpu()

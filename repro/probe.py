@@ -16,27 +16,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import RunConfig
 from .core import schedules
-from .data.augment import eval_transform, probe_train_transform
+from .data.augment import Transformed, eval_transform, probe_train_transform
 from .data.datasets import build_dataset, dataset_stats, num_classes, split_for
-
-
-class _Transformed(Dataset):
-    def __init__(self, base: Dataset, transform):
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        image, label = self.base[i]
-        return self.transform(image), label
 
 
 @torch.no_grad()
 def features(encoder: nn.Module, dataset: Dataset, transform, device, *, workers=0, batch=256, generator=None):
     """(features, labels) of ``dataset`` through ``encoder`` (eval mode, no gradient)."""
     encoder.eval()
-    loader = DataLoader(_Transformed(dataset, transform), batch_size=batch, num_workers=workers,
+    loader = DataLoader(Transformed(dataset, transform), batch_size=batch, num_workers=workers,
                         shuffle=generator is not None, generator=generator)
     feats, labels = [], []
     for x, y in loader:

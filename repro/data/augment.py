@@ -180,6 +180,20 @@ def derive_seed(*keys: int) -> int:
     return (int(words[0]) << 31) ^ int(words[1])
 
 
+class Transformed(Dataset):
+    """(transform(image), label) of a dataset of (image, label): the probes' and fine-tuning's test sets."""
+
+    def __init__(self, base: Dataset, transform: Transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        image, label = self.base[i]
+        return self.transform(image), label
+
+
 class TwoViewDataset(Dataset):
     """Wraps a dataset of (image, label); yields (view1, view2) (SPEC §3; paper Section 3.4).
 
