@@ -47,3 +47,24 @@ def distributed(tmp_path):
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def pretrained_runs_root(tmp_path_factory):
+    """A runs root holding Table 8's smoke ``ours-300`` pre-trained in this process, finished
+    with a final.json: what the transfer tables start from. One process instead of the
+    table's two (the files are the same kind); shared by every transfer test module."""
+    import dataclasses
+    import json
+
+    from repro import train
+    from repro.grid import expand, load_table
+
+    root = tmp_path_factory.mktemp("pretrained_runs")
+    run = next(r for r in expand(load_table("t08"), "smoke") if r.row == "ours-300")
+    cfg = dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, world_size=1))
+    run_dir = run.run_dir(root)
+    run_dir.mkdir(parents=True)
+    train.pretrain(cfg, run_dir, progress=False)
+    (run_dir / "final.json").write_text(json.dumps({"top1": 0.0}))
+    return root

@@ -19,7 +19,6 @@ pytest.importorskip(
            "(see repro.transfer.detectron2.INSTALL_HINT)",
 )
 
-from repro import train  # noqa: E402
 from repro.grid import expand, load_table  # noqa: E402
 from repro.transfer.detectron2 import parse_metrics, read_metrics_json, run_detection  # noqa: E402
 from repro.transfer.export import save_detectron2, to_detectron2  # noqa: E402
@@ -34,15 +33,9 @@ def _table_run(table, profile, row):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(pretrained_runs_root):
     """The teacher of a t08 --profile smoke pre-training, as a Detectron2 weight file."""
-    root = tmp_path_factory.mktemp("runs")
-    run = _table_run("t08", "smoke", "ours-300")
-    cfg = dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, world_size=1))
-    run_dir = run.run_dir(root)
-    run_dir.mkdir(parents=True)
-    train.pretrain(cfg, run_dir, progress=False)
-    (run_dir / "final.json").write_text(json.dumps({"top1": 0.0}))
+    root = pretrained_runs_root
     backbone = resolve_backbone(_table_run("t09", "smoke", "mask-1x-ours-300").config, root)
     return save_detectron2(to_detectron2(backbone), root / "backbone_detectron2.pkl")
 

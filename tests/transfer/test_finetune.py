@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from repro import checkpoint as ckpt
-from repro import train
 from repro.backbones import resnet
 from repro.finetune import _epoch_chunks, reestimate_bn, run_finetune
 from repro.grid import expand, load_table
@@ -26,16 +25,9 @@ def _with(cfg, **finetune):
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory):
+def runs_root(pretrained_runs_root):
     """t08 --profile smoke ours-300 pre-trained in this process, one process, with final.json."""
-    root = tmp_path_factory.mktemp("runs")
-    run = _table_run("t08", "smoke", "ours-300")
-    cfg = dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, world_size=1))
-    run_dir = run.run_dir(root)
-    run_dir.mkdir(parents=True)
-    train.pretrain(cfg, run_dir, progress=False)
-    (run_dir / "final.json").write_text(json.dumps({"top1": 0.0}))
-    return root
+    return pretrained_runs_root
 
 
 def test_table12_smoke_run_end_to_end(runs_root, tmp_path):

@@ -1,12 +1,10 @@
 """resolve_backbone: a pre-training run of this suite or an explicit file -> torchvision weights."""
 
 import dataclasses
-import json
 
 import pytest
 import torch
 
-from repro import train
 from repro.backbones import resnet
 from repro.checkpoint import checkpoints
 from repro.config import ConfigError
@@ -20,17 +18,10 @@ def _table_run(table, profile, row):
 
 
 @pytest.fixture(scope="module")
-def runs_root(tmp_path_factory):
+def runs_root(pretrained_runs_root):
     """t08 --profile smoke ours-300 pre-trained in this process (one process instead of the
     table's two: the files are the same kind), finished with a final.json."""
-    root = tmp_path_factory.mktemp("runs")
-    run = _table_run("t08", "smoke", "ours-300")
-    cfg = dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, world_size=1))
-    run_dir = run.run_dir(root)
-    run_dir.mkdir(parents=True)
-    train.pretrain(cfg, run_dir, progress=False)
-    (run_dir / "final.json").write_text(json.dumps({"top1": 0.0}))
-    return root
+    return pretrained_runs_root
 
 
 def _finetune_cfg(**pretrained):
