@@ -10,6 +10,8 @@
 #   make bench-gpu                   CUDA checks and timings (bench/gpu_check.py), on a GPU machine
 #   make tables                      re-render every table that has results, and Figure 3
 #   make test                        the test suite
+#   make cpu-evidence                CPU-scale evidence: Tables 1, 6, 4 at profile cpu into results/cpu
+#                                    (about two hours on 2 cores), then make cpu-report
 #   make slurm-up / slurm-down       a real single-node SLURM cluster on this machine (root, Debian)
 #   make table1 PROFILE=smoke CLUSTER=slurm ARGS=--wait   Table 1 through SLURM (make slurm-up first)
 PYTHON  ?= python3
@@ -30,7 +32,9 @@ TRANSFER = 9 10 11 12
 tid = t$(if $(filter $(1),1 2 3 4 5 6 7 8 9),0)$(1)
 FIG3   = figures/out/fig3.png
 
-.PHONY: slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
+CPU_RUNS = results/cpu
+
+.PHONY: cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -80,6 +84,13 @@ tables: $(STAMP)
 	for t in $(foreach n,$(TABLES) $(TRANSFER),$(call tid,$(n))); do \
 	  $(REPRO) render $$t --profile $(PROFILE) --runs $(RUNS) > /dev/null || exit 1; done
 	$(MAKE) --no-print-directory figure3
+
+# The committed CPU-scale evidence (README, "What the CPU-scale evidence says"). Finished
+# runs are skipped, so an interrupted campaign resumes where it stopped.
+cpu-evidence: $(STAMP)
+	test -f $(CPU_RUNS)/machine.json || $(PY) -m repro.provenance $(CPU_RUNS)/machine.json make cpu-evidence
+	for t in t01 t06 t04; do \
+	  $(REPRO) run $$t --profile cpu --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables || exit 1; done
 
 status: $(STAMP)
 	$(REPRO) status $(call tid,$(or $(TABLE),1)) --profile $(PROFILE) --runs $(RUNS)

@@ -41,6 +41,10 @@ class Profile:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # row id -> dotted overrides here
     seeds: list[int] = field(default_factory=lambda: [0])
     budget_minutes: float | None = None  # expected wall time of the whole table on its machine
+    only: list[str] | None = None  # row ids this profile runs (None: every row); the rest show paper values
+
+    def runs_row(self, row: Row) -> bool:
+        return row.run and (self.only is None or row.id in self.only)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ def _resolve(profile: Profile, shared: dict[str, Profile], where: str) -> Profil
     parent = _resolve(shared[profile.extends], shared, f"profiles.yaml:{profile.extends}")
     return Profile(description=profile.description or parent.description, base=merge(parent.base, profile.base),
                    seeds=profile.seeds, budget_minutes=profile.budget_minutes if profile.budget_minutes is not None
-                   else parent.budget_minutes, rows=profile.rows)
+                   else parent.budget_minutes, rows=profile.rows,
+                   only=profile.only if profile.only is not None else parent.only)
 
 
 def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
@@ -134,6 +139,9 @@ def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
         bad = [r for r in profile.rows if r not in ids]
         if bad:
             raise ConfigError(f"{path}: profiles.{name}.rows.{bad[0]}: not a row id")
+        bad = [r for r in profile.only or [] if r not in ids]
+        if bad:
+            raise ConfigError(f"{path}: profiles.{name}.only: {bad[0]!r} is not a row id ({', '.join(ids)})")
     for profile in table.profiles:  # every row of every profile must build a valid config
         try:
             expand(table, profile)
@@ -151,7 +159,7 @@ def expand(table: Table, profile: str) -> list[Run]:
     prof = table.profiles[profile]
     runs = []
     for row in table.rows:
-        if not row.run:
+        if not prof.runs_row(row):
             continue
         for seed in prof.seeds:
             nested = merge(merge(prof.base, undot(row.set)), undot(prof.rows.get(row.id, {})))

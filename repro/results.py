@@ -49,8 +49,9 @@ def _overall(statuses: list[str]) -> str:
     return "done"
 
 
-def summarise(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
+def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
     """One row per paper row: paper values, measured mean (and std over seeds), deltas, status."""
+    prof = table.profiles.get(profile) if profile else None
     rows = []
     for row in table.rows:
         mine = runs[runs["row"] == row.id]
@@ -71,7 +72,12 @@ def summarise(table: Table, runs: pd.DataFrame) -> pd.DataFrame:
                 rec[extra] = values.mean() if len(values) else None
         rec["seeds_done"] = len(done)
         rec["seeds"] = len(mine)
-        rec["status"] = _overall(list(mine["status"])) if row.run else "paper only"
+        if not row.run:
+            rec["status"] = "paper only"
+        elif prof is not None and not prof.runs_row(row):
+            rec["status"] = "not in profile"
+        else:
+            rec["status"] = _overall(list(mine["status"]))
         rows.append(rec)
     out = pd.DataFrame.from_records(rows)
     if table.reference_row and "sec_per_iter" in table.columns:
@@ -132,7 +138,7 @@ def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | 
     """Write ``<out>/tableN.{csv,md,tex}`` (and the per-run CSV); return the paths."""
     table = load_table(table_name)
     runs = collect(table, profile, runs_root)
-    summary = summarise(table, runs)
+    summary = summarise(table, runs, profile)
     shown = display_frame(table, summary, profile)
     out_dir = Path(out_dir)
     stem = output_stem(table)

@@ -24,7 +24,7 @@ def test_table1_rows_and_paper_values():
         student, teacher, top1, spi = PAPER_T1[row.id]
         assert row.paper == {"top1": top1, "sec_per_iter": spi}
         assert row.set == {"model.student_norm": student, "model.teacher_norm": teacher}
-    assert set(t.profiles) == {"paper", "local", "smoke"}
+    assert set(t.profiles) == {"paper", "local", "cpu", "smoke"}
 
 
 def test_paper_profile_is_the_papers_protocol():
@@ -48,7 +48,7 @@ def test_expansion_is_stable_and_ids_unique():
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown profile 'huge' for table t01; choose one of paper, local, smoke"):
+    with pytest.raises(ConfigError, match="unknown profile 'huge' for table t01; choose one of paper, local, cpu, smoke"):
         expand(load_table("t01"), "huge")
 
 
