@@ -10,8 +10,11 @@
 #   make bench-gpu                   CUDA checks and timings (bench/gpu_check.py), on a GPU machine
 #   make tables                      re-render every table that has results, and Figure 3
 #   make test                        the test suite
+#   make report                      tables/out/report.{md,html}: every table, Figure 3, the claims'
+#                                    verdicts, from runs/ and the committed results/cpu/
 #   make cpu-evidence                CPU-scale evidence: Tables 1, 6, 4 at profile cpu into results/cpu
 #                                    (about two hours on 2 cores), then make cpu-report
+#   make cpu-report                  results/cpu/report/ from the committed run records (seconds)
 #   make slurm-up / slurm-down       a real single-node SLURM cluster on this machine (root, Debian)
 #   make table1 PROFILE=smoke CLUSTER=slurm ARGS=--wait   Table 1 through SLURM (make slurm-up first)
 PYTHON  ?= python3
@@ -34,7 +37,7 @@ FIG3   = figures/out/fig3.png
 
 CPU_RUNS = results/cpu
 
-.PHONY: cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
+.PHONY: report cpu-report cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -91,6 +94,14 @@ cpu-evidence: $(STAMP)
 	test -f $(CPU_RUNS)/machine.json || $(PY) -m repro.provenance $(CPU_RUNS)/machine.json make cpu-evidence
 	for t in t01 t06 t04; do \
 	  $(REPRO) run $$t --profile cpu --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables || exit 1; done
+	$(MAKE) --no-print-directory cpu-report
+
+cpu-report: $(STAMP)
+	$(REPRO) report --runs $(CPU_RUNS) --profile cpu --out $(CPU_RUNS)/report
+
+# The claims report over this machine's runs (RUNS) and the committed CPU-scale evidence.
+report: $(STAMP)
+	$(REPRO) report --runs $(RUNS) --runs $(CPU_RUNS) --out tables/out
 
 status: $(STAMP)
 	$(REPRO) status $(call tid,$(or $(TABLE),1)) --profile $(PROFILE) --runs $(RUNS)

@@ -5,6 +5,7 @@
     python -m repro run t01 --profile paper --cluster mycluster --data-root /data/stl10
     python -m repro status t01 --profile local
     python -m repro render t01 --profile local
+    python -m repro report --runs runs --runs results/cpu --out tables/out
     python -m repro list
 """
 
@@ -47,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     render = sub.add_parser("render", help="collect run directories and write tables/out/")
     _common(render)
     render.add_argument("--out", default=None, help="output folder (default: tables/out)")
+    report = sub.add_parser("report", help="every table, Figure 3 and the claims' verdicts (report.md, report.html)")
+    report.add_argument("--runs", action="append", default=None,
+                        help="a root of run directories; repeat for several, searched in order (default: runs)")
+    report.add_argument("--profile", action="append", default=None, dest="profiles",
+                        help="only these profiles (repeatable; default: every profile with results except smoke)")
+    report.add_argument("--out", default="tables/out", help="output folder (default: tables/out)")
     sub.add_parser("list", help="list the tables and their profiles")
     args = parser.parse_args(argv)
     try:
@@ -54,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into head & co.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted: finished runs are kept; running ones resume from their last checkpoint", file=sys.stderr)
         return 130
@@ -71,6 +81,13 @@ def _dispatch(args) -> int:
     if args.command == "status":
         print(results.STATUS_HEADER)
         print("\n".join(results.status_lines(args.table, args.profile, args.runs)))
+        return 0
+    if args.command == "report":
+        from .report import build
+
+        profiles = args.profiles
+        paths = build(args.runs or ["runs"], args.out, profiles, exclude=() if profiles else ("smoke",))
+        print(f"written: {paths['md']}, {paths['html']}")
         return 0
     if args.command == "render":
         paths = results.render(args.table, args.profile, args.runs, **({"out_dir": args.out} if args.out else {}))

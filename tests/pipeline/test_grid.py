@@ -109,3 +109,30 @@ def test_cli_missing_stl10_root_is_a_clear_error(tmp_path, capsys):
     assert main(args + ["--data-root", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "STL10" in err and "nowhere" in err and err.count("\n") == 1
+
+
+def test_a_profile_may_run_a_subset_of_rows():
+    t04 = load_table("t04")
+    cpu = {r.row for r in expand(t04, "cpu")}
+    assert cpu == {"byol-16", "byol-32", "byol-64", "byol-128", "ours-16", "ours-32", "ours-64", "ours-128"}
+    # the paper did not run BYOL at BN 16 or 32: its profile leaves them out
+    assert {r.row for r in expand(t04, "paper")} == {"byol-64", "byol-128", "byol-256", "byol-512", "ours-16",
+                                                     "ours-32", "ours-48", "ours-64", "ours-128"}
+
+
+def test_only_names_rows_of_the_table(tmp_path):
+    p = _table(tmp_path, T99_WITH_ONLY)
+    with pytest.raises(ConfigError, match=r"profiles.p.only: 'nope' is not a row id \(a\)"):
+        load_table(p)
+
+
+T99_WITH_ONLY = """
+name: t99
+title: t
+source: s
+columns: {top1: {label: Top-1}}
+rows:
+  - {id: a, label: A, set: {}, paper: {top1: 1.0}}
+profiles:
+  p: {only: [nope], base: {}}
+"""
