@@ -1,5 +1,7 @@
 """Figure 3: linear top-1 against the BN batch (samples per GPU), BYOL vs Momentum² Teacher.
 
+One panel for the paper's curves, one per reproduced profile (each on its own y axis).
+
 The paper's two curves come from Table 4's grid file (``tables/t04_bn_batch.yaml``, values
 transcribed from the paper); the reproduced points come from ``tables/out/table4*.csv``,
 written by ``python -m repro render t04 --profile P``, one marker style per profile.
@@ -55,6 +57,8 @@ def figure_data(results_dir: Path) -> pd.DataFrame:
 
 
 def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One panel for the paper's curves and one per reproduced profile: a CPU profile's
+    accuracies live on another scale than ImageNet's, so they get their own y axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,26 +66,28 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     names = {"byol": "BYOL", "ours": "Momentum² Teacher"}
     colors = {"byol": "tab:blue", "ours": "tab:red"}
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method, group in data[data["profile"] == "paper"].groupby("method"):
-        g = group.sort_values("bn_batch")
-        ax.plot(g["bn_batch"], g["top1"], "-o", color=colors.get(method), label=f"{names.get(method, method)} (paper)")
-    markers = iter("s^vD*P")
-    for profile, group in data[data["profile"] != "paper"].groupby("profile"):
-        marker = next(markers, "x")
+    profiles = ["paper"] + sorted(p for p in data["profile"].unique() if p != "paper")
+    fig, axes = plt.subplots(1, len(profiles), figsize=(5.0 * len(profiles), 3.8), squeeze=False)
+    for ax, profile in zip(axes[0], profiles):
+        group = data[data["profile"] == profile]
         for method, g in group.groupby("method"):
             g = g.sort_values("bn_batch")
-            ax.errorbar(g["bn_batch"], g["top1"], yerr=pd.to_numeric(g["top1_std"], errors="coerce"), fmt=marker,
-                        linestyle=":", color=colors.get(method), mfc="none",
-                        label=f"{names.get(method, method)} ({profile}, reproduced)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([16, 32, 64, 128, 256, 512])
-    ax.set_xticklabels(["16", "32", "64", "128", "256", "512"])
-    ax.set_xlabel("BN batch (samples per GPU)")
-    ax.set_ylabel("linear top-1 (%)")
-    ax.set_title("Figure 3: robustness to the BN batch")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+            label = names.get(method, method)
+            if profile == "paper":
+                ax.plot(g["bn_batch"], g["top1"], "-o", color=colors.get(method), label=f"{label} (paper)")
+            else:
+                ax.errorbar(g["bn_batch"], g["top1"], yerr=pd.to_numeric(g["top1_std"], errors="coerce"), fmt="-s",
+                            capsize=3, color=colors.get(method), mfc="none", label=f"{label} (reproduced)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([16, 32, 64, 128, 256, 512])
+        ax.set_xticklabels(["16", "32", "64", "128", "256", "512"])
+        ax.set_xlabel("BN batch (samples per GPU)")
+        ax.set_ylabel("linear top-1 (%)")
+        ax.set_title("the paper (ImageNet, 300 epochs)" if profile == "paper" else f"reproduced: profile {profile}",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Figure 3: robustness to the BN batch", fontsize=10)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "fig3.png", out_dir / "fig3.pdf"]
