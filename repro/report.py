@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from .checkpoint import atomic_write
 from .claims import PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims, measured_values, paper_values
 from .config import ConfigError
 from .grid import TABLES_DIR, Table, load_table
@@ -302,7 +301,7 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
                + (f", first submitted {prov['first_submitted']}, last finished {prov['last_finished']}, "
                   f"wall time {prov['wall_hours']:.2f} h ({prov['train_hours']:.2f} h of training summed over runs)"
                   if "wall_hours" in prov else "")
-               + (f"; code: " + ", ".join(f"commit `{k}` ({n} runs)" for k, n in prov["commits"].items())
+               + ("; code: " + ", ".join(f"commit `{k}` ({n} runs)" for k, n in prov["commits"].items())
                   if prov["commits"] else "")
                + (f"; hosts: {', '.join(prov['hosts'])}" if prov["hosts"] else "") + "."]
         for root, m in prov["machines"].items():

@@ -10,7 +10,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from repro.backbones import build_student_teacher, resnet
-from repro.core.model import StudentTeacher, mlp_head, symmetrised_loss
+from repro.core.model import symmetrised_loss
 from repro.core.momentum_bn import MomentumBatchNorm1d, MomentumBatchNorm2d
 from repro.core.sync_bn import SyncBatchNorm
 

@@ -5,8 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from repro.grid import expand, load_table
 from repro.results import render
 
