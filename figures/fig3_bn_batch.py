@@ -93,7 +93,8 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
     paths = [out_dir / "fig3.png", out_dir / "fig3.pdf"]
     for p in paths:
         tmp = p.with_name(f".{p.stem}.tmp{p.suffix}")  # atomic: never a half-written figure
-        fig.savefig(tmp, dpi=150)
+        # no creation date in the PDF: the same results give the same bytes
+        fig.savefig(tmp, dpi=150, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
         tmp.replace(p)
     plt.close(fig)
     return paths

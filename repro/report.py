@@ -164,11 +164,12 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def _evidence_md(v: Verdict, table: Table) -> list[str]:
     labels = {r.id: r.label for r in table.rows}
+    digits = 3 if v.metric == "sec_per_iter" else 2
     lines = [f"| row | source | n | mean | std | values ({v.metric}) |", "|---|---|---|---|---|---|"]
     for rv in v.evidence:
-        vals = ", ".join(_fmt(x, 3 if v.metric == "sec_per_iter" else 2) for x in rv.values)
+        vals = ", ".join(_fmt(x, digits) for x in rv.values)
         lines.append(f"| {labels.get(rv.row, rv.row)} (`{rv.row}`) | {rv.source} | {rv.n} | "
-                     f"{_fmt(rv.mean, 3 if v.metric == 'sec_per_iter' else 2)} | {_fmt(rv.std)} | {vals} |")
+                     f"{_fmt(rv.mean, digits)} | {_fmt(rv.std, digits)} | {vals} |")
     lines += ["", "| condition | value | noise band (±) | outcome |", "|---|---|---|---|"]
     for r in v.results:
         if r.outcome == "not run":
