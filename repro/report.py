@@ -220,8 +220,9 @@ def claims_markdown(entries: list[dict], profiles: list[str], scales: dict[str, 
                 lines += _evidence_md(v, table) + [""]
             second = e.get((p, SECONDARY.get(c.metric)))
             if second is not None and second.verdict != "not run":
+                noise = f" Pooled run-to-run std of `{second.metric}`: {second.noise:.3g}." if second.noise else ""
                 lines += [f"Same check on the kNN probe (`{second.metric}`): {_badge(second.verdict)}: "
-                          f"{second.reason}.", ""] + _evidence_md(second, table) + [""]
+                          f"{second.reason}.{noise}", ""] + _evidence_md(second, table) + [""]
     return lines
 
 
