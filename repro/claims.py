@@ -307,14 +307,11 @@ def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = No
     metric = metric or claim.metric
     mapping = claim.rows_at.get(profile, {})
     conds = [_mapped(c, mapping) for c in conditions(claim)]
-    results = []
-    for cond in conds:
-        noise = pooled_std(values, log=cond.log)
-        results.append(evaluate_condition(cond, values, noise))
+    noise = pooled_std(values, log=conds[0].log)  # one metric per claim: all conditions share the scale
+    results = [evaluate_condition(cond, values, noise) for cond in conds]
     used = list(dict.fromkeys(r for c in conds for r in c.terms))
     evidence = [values[r] for r in used if r in values]
     outcomes = [r.outcome for r in results]
-    noise = pooled_std(values, log=any(c.log for c in conds))
     if "not run" in outcomes:
         missing = sorted({m for r in results for m in r.missing})
         verdict, reason = "not run", f"no result for {', '.join(missing)} at this scale"

@@ -20,14 +20,15 @@ from .checkpoint import atomic_write
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _memory_gib() -> float | None:
@@ -56,7 +57,7 @@ def machine() -> dict:
 
     return {
         "host": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "memory_gib": _memory_gib(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
