@@ -272,15 +272,9 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
     seen = sorted({p for _, p in found}, key=lambda p: (p != PAPER_SCALE, p))
     shown_profiles = [PAPER_SCALE] + [p for p in seen if p != PAPER_SCALE]
 
-    # tables, one folder per profile
-    table_dirs = []
-    for profile in seen:
-        d = out / "tables" / profile
-        table_dirs.append(d)
-        for (name, p), tr in found.items():
-            if p == profile:
-                _write_table(tr, d)
-    figure_paths = draw_figures(table_dirs, out / "figures")
+    for (_, profile), tr in found.items():  # rendered tables, one folder per profile
+        _write_table(tr, out / "tables" / profile)
+    figure_paths = draw_figures([out / "tables" / p for p in seen], out / "figures")
     entries = verdicts(claims.claims, found, shown_profiles)
 
     md = ["# Momentum² Teacher: the paper's claims against reproduced results", ""]
@@ -293,12 +287,30 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
            "evidence. Claims and checks: `tables/claims.yaml`; method: `repro/claims.py`.", ""]
     md += ["## Contents", "", "- [Provenance](#provenance)", "- [Verdicts](#verdicts)",
            "- [Figure 3](#figure-3)", "- [Tables](#tables)", ""]
-    md += ['<a id="provenance"></a>', "", "## Provenance", ""]
+    md += _provenance_md(found, seen, roots)
+    md += ["", '<a id="verdicts"></a>', "", "## Verdicts", ""]
+    md += claims_markdown(entries, shown_profiles, claims.scales)
+    md += ['<a id="figure-3"></a>', "", "## Figure 3", "",
+           "Linear top-1 against the BN batch: the paper's curves (Table 4) and every reproduced profile.", ""]
+    png = next(p for p in figure_paths if p.suffix == ".png")
+    md += [f"![Figure 3: BN batch robustness]({png.relative_to(out).as_posix()})", ""]
+    md += _tables_md(tables, found, seen)
+    text = "\n".join(md) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "html": out / "report.html"}
+    write_if_changed(paths["md"], text)
+    write_if_changed(paths["html"], to_html(text, out))
+    return paths
+
+
+def _provenance_md(found: dict[tuple[str, str], TableResults], seen: list[str], roots: list[Path]) -> list[str]:
+    """Per profile: runs done, dates, wall time, commits, hosts and the campaign's machine."""
+    md = ['<a id="provenance"></a>', "", "## Provenance", ""]
     if not seen:
         md += ["No run records found under " + ", ".join(f"`{_shown_path(r)}`" for r in roots) + ": every reproduced "
                "verdict is `not run`.", ""]
     for profile in seen:
-        prov = provenance([tr for (n, p), tr in found.items() if p == profile])
+        prov = provenance([tr for (_, p), tr in found.items() if p == profile])
         md += [f"- `{profile}`: {prov['runs_done']}/{prov['runs']} runs done"
                + (f", first submitted {prov['first_submitted']}, last finished {prov['last_finished']}, "
                   f"wall time {prov['wall_hours']:.2f} h ({prov['train_hours']:.2f} h of training summed over runs)"
@@ -312,13 +324,12 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
                       f"{mach.get('memory_gib')} GiB, GPU: {mach.get('gpu') or 'none'}, {mach.get('os')}, "
                       f"Python {mach.get('python')}, torch {mach.get('torch')}; campaign `{m.get('command')}` "
                       f"started {m.get('started')} at commit `{(m.get('git') or {}).get('commit', '')[:12]}`.")
-    md += ["", '<a id="verdicts"></a>', "", "## Verdicts", ""]
-    md += claims_markdown(entries, shown_profiles, claims.scales)
-    md += ['<a id="figure-3"></a>', "", "## Figure 3", "",
-           "Linear top-1 against the BN batch: the paper's curves (Table 4) and every reproduced profile.", ""]
-    png = next(p for p in figure_paths if p.suffix == ".png")
-    md += [f"![Figure 3: BN batch robustness]({png.relative_to(out).as_posix()})", ""]
-    md += ['<a id="tables"></a>', "", "## Tables", ""]
+    return md
+
+
+def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], seen: list[str]) -> list[str]:
+    """Every paper table: the reproduced values of each profile beside the paper's, or the paper's alone."""
+    md = ['<a id="tables"></a>', "", "## Tables", ""]
     for table in tables:
         anchor = output_stem(table)
         md += [f'<a id="{anchor}"></a>', "", f"### {table.title}", "", f"Paper values: {table.source}.", ""]
@@ -331,12 +342,7 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
             md += [f"Profile `{tr.profile}` ({int((tr.runs['status'] == 'done').sum())}/{len(tr.runs)} runs done): "
                    f"{' '.join(tr.table.profiles[tr.profile].description.split())}", "",
                    shown.to_markdown(index=False), ""]
-    text = "\n".join(md) + "\n"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"md": out / "report.md", "html": out / "report.html"}
-    write_if_changed(paths["md"], text)
-    write_if_changed(paths["html"], to_html(text, out))
-    return paths
+    return md
 
 
 def _write_table(tr: TableResults, folder: Path) -> None:
