@@ -4,22 +4,17 @@ Skipped when Chromium or chromedriver is missing (install: ``bash .ci/browser/in
 under CI=true it fails instead, so CI cannot pass without looking at the page.
 """
 
-import os
 import shutil
 
-import pytest
-
 from repro.report import build
+from needs import unmet
 from report_helpers import write_records
 
 
 def _driver():
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and chromedriver):
-        message = "Chromium and chromedriver are not installed (bash .ci/browser/install.sh)"
-        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-            pytest.fail(f"CI=true, so the browser test must run, but {message}", pytrace=False)
-        pytest.skip(message)
+        unmet("needs Chromium and chromedriver (bash .ci/browser/install.sh)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -2,13 +2,12 @@
 
 The tests that need the cluster are skipped where none answers (start one:
 bash .ci/slurm/start.sh), and FAIL instead when CI=true, so CI cannot pass without
-exercising SLURM. (A module, not a conftest.py: a second conftest module would shadow
+exercising SLURM (tests/needs.py). (A module, not a conftest.py: a second conftest module would shadow
 tests/conftest.py, whose functions the distributed tests pickle by module name.)
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from needs import unmet
 
 REPO = Path(__file__).resolve().parents[2]
 START = "bash .ci/slurm/install.sh && bash .ci/slurm/start.sh"
@@ -48,10 +48,7 @@ def slurm_cluster() -> None:
     problem = cluster_problem()
     if problem is None:
         return
-    message = f"needs the local SLURM cluster: {problem}; start it with `{START}`"
-    if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
-        pytest.fail(f"CI=true, so the SLURM tests must run, but {message}", pytrace=False)
-    pytest.skip(message)
+    unmet(f"needs the local SLURM cluster: {problem}; start it with `{START}`")
 
 
 def write_table(folder: Path, name: str = "t90", *, row: str = "syncbn-mbn", copies: list[str] | None = None,

@@ -7,6 +7,8 @@ import types
 import numpy as np
 import pytest
 
+import needs
+
 from repro.transfer.detectron2 import lvis_numpy_guard, parse_metrics, read_metrics_json
 
 # What Detectron2's COCOEvaluator returns for Mask R-CNN (an OrderedDict, values in %), with a
@@ -132,7 +134,7 @@ def test_guard_restores_after_an_exception_and_keeps_an_existing_attribute(monke
 
 
 def test_guard_makes_the_real_lvis_evaluation_work(tmp_path):
-    lvis = pytest.importorskip("lvis", reason="lvis is in the transfer extra (pip install -e '.[transfer]')")
+    lvis = needs.module("lvis", "the transfer extra: pip install -e '.[transfer]'")
     from repro.transfer.synthetic import write_lvis
 
     data = write_lvis(tmp_path / "lvis")

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import needs
 from repro.transfer import synthetic
+
+TRANSFER_EXTRA = "the transfer extra: pip install -e '.[transfer]'"
 
 
 def test_coco_format(tmp_path):
@@ -84,12 +87,12 @@ def test_refuses_a_foreign_folder(tmp_path):
 
 
 def test_readable_by_pycocotools_and_lvis(tmp_path):
-    pycocotools = pytest.importorskip("pycocotools.coco", reason="pycocotools is in the transfer extra")
+    pycocotools = needs.module("pycocotools.coco", TRANSFER_EXTRA)
     data = synthetic.write_coco(tmp_path / "coco")
     coco = pycocotools.COCO(str(data.train_json))
     ann = coco.loadAnns(coco.getAnnIds())[0]
     assert coco.annToMask(ann).sum() > 0.8 * ann["area"]
-    lvis = pytest.importorskip("lvis", reason="lvis is in the transfer extra")
+    lvis = needs.module("lvis", TRANSFER_EXTRA)
     data = synthetic.write_lvis(tmp_path / "lvis")
     api = lvis.LVIS(str(data.train_json))
     assert len(api.get_img_ids()) == synthetic.DEFAULT_NUM_TRAIN and len(api.get_cat_ids()) == 1230
