@@ -101,3 +101,14 @@ def report(times: dict[str, list[float]], baseline: str, *, per_call: int | None
         row = [name, m * 1e3, f"{100 * spread(ts):.1f}%", f"{ratio:.3f}"]
         rows.append(row + ([per_call / m] if per_call else []))
     table(rows, headers)
+
+
+def step_arguments(parser, *, arch_choices=None, batch_help: str = "images per view", repeats: int = 10,
+                   threads: int | None = None, threads_help: str = "torch threads (default: torch's own)"):
+    """The options of the benchmarks that time a model's training step."""
+    parser.add_argument("--arch", default="resnet18", choices=arch_choices)
+    parser.add_argument("--image-size", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=8, help=batch_help)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=threads, help=threads_help)
+    return parser

@@ -90,11 +90,7 @@ def bench_ema(arch: str, repeats: int, device: str = "cpu", sync=None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--batch", type=int, default=8, help="images per view")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    _timing.step_arguments(parser)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

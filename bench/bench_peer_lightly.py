@@ -85,11 +85,7 @@ def make_lightly_step(arch: str, image_size: int, batch: int, seed: int = 0):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="resnet18", choices=sorted(FEATURES))
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--batch", type=int, default=8, help="images per view")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    _timing.step_arguments(parser, arch_choices=sorted(FEATURES))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

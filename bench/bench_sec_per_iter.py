@@ -88,11 +88,8 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--batch", type=int, default=8, help="images per view per process")
-    parser.add_argument("--repeats", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    _timing.step_arguments(parser, batch_help="images per view per process", repeats=8, threads=1,
+                           threads_help="torch threads per process")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out_file = os.path.join(tmp, "times.pt")
