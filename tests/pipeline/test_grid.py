@@ -126,13 +126,4 @@ def test_only_names_rows_of_the_table(tmp_path):
         load_table(p)
 
 
-T99_WITH_ONLY = """
-name: t99
-title: t
-source: s
-columns: {top1: {label: Top-1}}
-rows:
-  - {id: a, label: A, set: {}, paper: {top1: 1.0}}
-profiles:
-  p: {only: [nope], base: {}}
-"""
+T99_WITH_ONLY = GOOD.replace("smoke: {description: x, base: {train: {epochs: 1}}}", "p: {only: [nope], base: {}}")
