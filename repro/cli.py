@@ -6,6 +6,7 @@
     python -m repro status t01 --profile local
     python -m repro render t01 --profile local
     python -m repro report --runs runs --runs results/cpu --out tables/out
+    python -m repro sbatch t01 --profile paper --cluster mycluster
     python -m repro list
 """
 
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--profile", action="append", default=None, dest="profiles",
                         help="only these profiles (repeatable; default: every profile with results except smoke)")
     report.add_argument("--out", default="tables/out", help="output folder (default: tables/out)")
+    sbatch = sub.add_parser("sbatch", help="print the sbatch file(s) a SLURM launch of the table would submit")
+    _common(sbatch)
+    sbatch.add_argument("--cluster", default="slurm", help="a SLURM cluster profile in slurm/ (default: slurm)")
     sub.add_parser("list", help="list the tables and their profiles")
     args = parser.parse_args(argv)
     try:
@@ -93,6 +97,8 @@ def _dispatch(args) -> int:
         paths = results.render(args.table, args.profile, args.runs, **({"out_dir": args.out} if args.out else {}))
         print(Path(paths["md"]).read_text())
         return 0
+    if args.command == "sbatch":
+        return _print_sbatch(args.table, args.profile, args.cluster, args.runs)
     from .launch import launch, load_cluster, wait
 
     confirm = None
@@ -118,6 +124,21 @@ def _dispatch(args) -> int:
     if failures or report.skipped_failed:
         print(f"error: {len(failures) + len(report.skipped_failed)} runs failed (see status)", file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_sbatch(table_name: str, profile: str, cluster_name: str, runs_root: str) -> int:
+    """Every run of the grid goes in one array per world size: print each array's sbatch file."""
+    from .launch import load_cluster, plan, sbatch_text
+    from .tasks import tasks_per_job
+
+    cluster, runs = load_cluster(cluster_name), plan(table_name, profile)
+    root = Path(runs_root).resolve()
+    for world_size in sorted({tasks_per_job(r.config) for r in runs}):
+        group = [r for r in runs if tasks_per_job(r.config) == world_size]
+        text = sbatch_text(cluster, root / ".submitit" / "%j", world_size, code_dir=root / ".code" / "<snapshot>",
+                           job_name=f"{group[0].table}-{profile}", array=len(group))
+        print(f"# {len(group)} runs of {world_size} processes: {', '.join(r.run_id for r in group)}\n{text}")
     return 0
 
 

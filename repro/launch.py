@@ -332,6 +332,20 @@ def _layout(world_size: int, cluster: Cluster) -> tuple[int, int]:
     return nodes, per_node
 
 
+def slurm_parameters(cluster: Cluster, world_size: int, job_name: str = "repro") -> dict[str, Any]:
+    """The sbatch parameters (submitit's names) of runs of ``world_size`` processes on ``cluster``."""
+    nodes, per_node = _layout(world_size, cluster)
+    params = dict(
+        job_name=job_name, nodes=nodes, ntasks_per_node=per_node, cpus_per_task=cluster.cpus_per_task,
+        time=cluster.timeout_min, signal_delay_s=cluster.signal_delay_s,
+        partition=cluster.partition, account=cluster.account, qos=cluster.qos, constraint=cluster.constraint,
+        gpus_per_node=cluster.gpus_per_node or None, mem=f"{int(cluster.mem_gb)}G" if cluster.mem_gb else None,
+        array_parallelism=cluster.array_parallelism, setup=list(cluster.setup) or None,
+        additional_parameters=dict(cluster.sbatch) or None,
+    )
+    return {k: v for k, v in params.items() if v is not None}
+
+
 def make_executor(cluster: Cluster, folder: Path, world_size: int, *, code_dir: Path | None = None,
                   job_name: str = "repro"):
     """A submitit executor for runs of ``world_size`` processes; jobs run ``code_dir`` if given."""
@@ -344,7 +358,7 @@ def make_executor(cluster: Cluster, folder: Path, world_size: int, *, code_dir: 
                 f"use --cluster local"
             )
         return submitit.DebugExecutor(folder)
-    nodes, per_node = _layout(world_size, cluster)
+    _layout(world_size, cluster)  # refuses a world size that does not fill whole nodes
     python = frozen_python(code_dir) if code_dir is not None else None
     if cluster.executor == "local":
         ex = submitit.LocalExecutor(folder, python=python)
@@ -352,16 +366,29 @@ def make_executor(cluster: Cluster, folder: Path, world_size: int, *, code_dir: 
                              gpus_per_node=world_size if cluster.gpus_per_node else 0)
         return ex
     ex = submitit.SlurmExecutor(folder, python=python)
-    params = dict(
-        job_name=job_name, nodes=nodes, ntasks_per_node=per_node, cpus_per_task=cluster.cpus_per_task,
-        time=cluster.timeout_min, signal_delay_s=cluster.signal_delay_s,
-        partition=cluster.partition, account=cluster.account, qos=cluster.qos, constraint=cluster.constraint,
-        gpus_per_node=cluster.gpus_per_node or None, mem=f"{int(cluster.mem_gb)}G" if cluster.mem_gb else None,
-        array_parallelism=cluster.array_parallelism, setup=list(cluster.setup) or None,
-        additional_parameters=dict(cluster.sbatch) or None,
-    )
-    ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    ex.update_parameters(**slurm_parameters(cluster, world_size, job_name))
     return ex
+
+
+def sbatch_text(cluster: Cluster, folder: Path, world_size: int, *, code_dir: Path | None = None,
+                job_name: str = "repro", array: int | None = None) -> str:
+    """The sbatch file that submitting an array of ``array`` runs writes, without submitting.
+
+    Written by submitit's own sbatch writer from the executor's parameters, so it needs no
+    cluster (submitit's SlurmExecutor refuses to exist where ``srun`` is not on PATH). The
+    command line is the executor's: ``<python> -u -m submitit.core._submit <folder>``, with
+    the frozen-code python. A test on a real cluster checks that it equals the executor's.
+    """
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    if cluster.executor != "slurm":
+        raise ConfigError(f"cluster profile executor is {cluster.executor!r}: only SLURM clusters have an sbatch file")
+    python = frozen_python(code_dir) if code_dir is not None else shlex.quote(sys.executable)
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    params = slurm_parameters(cluster, world_size, job_name)
+    if array is not None:
+        params["map_count"] = array  # what map_array sets for an array of this size
+    return _make_sbatch_string(command=command, folder=folder, **params)
 
 
 @dataclass

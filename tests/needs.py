@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 
 import pytest
 
@@ -30,3 +31,16 @@ def module(name: str, hint: str):
         return importlib.import_module(name)
     except ImportError:
         unmet(f"needs {name} ({hint})")
+
+
+def missing_programs(*names: str) -> list[str]:
+    """Which of these programs are not on PATH (as executables) here."""
+    return [name for name in names if shutil.which(name) is None]
+
+
+def programs(*names: str, hint: str) -> list[str]:
+    """The paths of these programs, or unmet("needs <the missing ones> (<hint>)")."""
+    missing = missing_programs(*names)
+    if missing:
+        unmet(f"needs {' and '.join(missing)} ({hint})")
+    return [shutil.which(name) for name in names]

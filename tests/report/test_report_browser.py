@@ -4,17 +4,13 @@ Skipped when Chromium or chromedriver is missing (install: ``bash .ci/browser/in
 under CI=true it fails instead, so CI cannot pass without looking at the page.
 """
 
-import shutil
-
 from repro.report import build
-from needs import unmet
+from needs import programs
 from report_helpers import write_records
 
 
 def _driver():
-    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and chromedriver):
-        unmet("needs Chromium and chromedriver (bash .ci/browser/install.sh)")
+    chromium, chromedriver = programs("chromium", "chromedriver", hint="install them: bash .ci/browser/install.sh")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

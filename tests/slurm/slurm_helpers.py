@@ -8,14 +8,13 @@ tests/conftest.py, whose functions the distributed tests pickle by module name.)
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from needs import unmet
+from needs import missing_programs, unmet
 
 REPO = Path(__file__).resolve().parents[2]
 START = "bash .ci/slurm/install.sh && bash .ci/slurm/start.sh"
@@ -24,8 +23,9 @@ PARTITION = "ci"  # slurm/ci.yaml, .ci/slurm/slurm.conf.in
 
 def cluster_problem() -> str | None:
     """Why the tests cannot use a SLURM cluster here, or None when they can."""
-    if shutil.which("sbatch") is None:
-        return "sbatch is not installed"
+    missing = missing_programs("sbatch", "sinfo", "sacct", "srun")
+    if missing:
+        return f"{', '.join(missing)} not installed"
     checks = [
         (["sinfo", "-h", "-p", PARTITION, "-o", "%a"], "the scheduler"),
         (["sacct", "-n", "-X", "-S", "now"], "accounting (without it submitit never sees a cancelled job end)"),

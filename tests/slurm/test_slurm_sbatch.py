@@ -1,5 +1,7 @@
-"""The sbatch files the SLURM path writes, read without submitting (no cluster needed), and the
-distributed environment a task of a multi-node job sees."""
+"""The sbatch files the SLURM path writes, read without submitting, and the distributed
+environment a task of a multi-node job sees. No cluster is needed (``launch.sbatch_text``
+builds the file with submitit's own writer), except for the one test that checks that text
+against the executor's on the local SLURM cluster."""
 
 from __future__ import annotations
 
@@ -10,15 +12,13 @@ import pytest
 
 from repro import launch as L
 from repro.config import ConfigError
+from slurm_helpers import slurm_cluster  # noqa: F401 (fixture)
 
 
 def sbatch_text(cluster: L.Cluster, world_size: int, tmp_path, array: int | None = None) -> str:
     code = tmp_path / "runs" / ".code" / "0123456789abcdef"
-    ex = L.make_executor(cluster, tmp_path / "runs" / ".submitit" / "%j", world_size, code_dir=code,
-                         job_name="t01-paper")
-    if array is not None:
-        ex.parameters["map_count"] = array  # what map_array sets for an array of this size
-    return ex._make_submission_file_text(ex._submitit_command_str, "uid")
+    return L.sbatch_text(cluster, tmp_path / "runs" / ".submitit" / "%j", world_size, code_dir=code,
+                         job_name="t01-paper", array=array)
 
 
 def flags(text: str) -> dict[str, str]:
@@ -72,6 +72,24 @@ def test_cluster_facts_and_extra_flags_reach_the_sbatch_file(tmp_path):
     assert text.index("module load cuda/12.4") < text.index("\nsrun ")
 
 
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+@pytest.mark.parametrize("profile", ["ci", "example-gpu"])
+def test_the_text_is_what_the_executor_submits(profile, tmp_path):
+    """``sbatch_text`` (no cluster needed) against submitit's SlurmExecutor (needs srun)."""
+    cluster, code = L.load_cluster(profile), tmp_path / "runs" / ".code" / "0123456789abcdef"
+    folder, world_size = tmp_path / "runs" / ".submitit" / "%j", 16 if profile == "example-gpu" else 2
+    ex = L.make_executor(cluster, folder, world_size, code_dir=code, job_name="t01-paper")
+    ex.parameters["map_count"] = 6  # what map_array sets for an array of 6
+    assert ex._make_submission_file_text(ex._submitit_command_str, "uid") == L.sbatch_text(
+        cluster, folder, world_size, code_dir=code, job_name="t01-paper", array=6)
+
+
+def test_only_a_slurm_profile_has_an_sbatch_file(tmp_path):
+    with pytest.raises(ConfigError, match="only SLURM clusters"):
+        L.sbatch_text(L.load_cluster("local"), tmp_path, 2)
+
+
 def test_a_world_size_that_does_not_fill_whole_nodes_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="12 processes do not fill whole nodes of 8"):
         L.make_executor(L.load_cluster("example-gpu"), tmp_path, 12)
@@ -96,3 +114,15 @@ def test_a_task_of_an_8x8_job_exports_its_rank_for_torch_distributed(monkeypatch
     assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000  # the same on every task: seeded by the job id
     with pytest.raises(RuntimeError, match="job has 64 tasks but the run needs 2"):
         L._distributed_env(2)
+
+
+def test_the_cli_prints_the_paper_arrays_sbatch_file_without_a_cluster(capsys):
+    from repro.cli import main
+
+    assert main(["sbatch", "t01", "--profile", "paper", "--cluster", "example-gpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 6 runs of 64 processes: ") and out.count("#!/bin/bash") == 1
+    f = flags(out)
+    assert (f["array"], f["nodes"], f["ntasks-per-node"], f["job-name"]) == ("0-5%6", "8", "8", "t01-paper")
+    assert main(["sbatch", "t01", "--profile", "paper", "--cluster", "local"]) == 2
+    assert "only SLURM clusters have an sbatch file" in capsys.readouterr().err
