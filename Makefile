@@ -15,6 +15,7 @@
 #   make cpu-evidence                CPU-scale evidence: Tables 1, 6, 4 at profile cpu into results/cpu
 #                                    (about two hours on 2 cores), then make cpu-report
 #   make cpu-report                  results/cpu/report/ from the committed run records (seconds)
+#   RUNS=dir OUT=dir FIG_OUT=dir     where runs, rendered tables and figures go (runs, tables/out, figures/out)
 #   make slurm-up / slurm-down       a real single-node SLURM cluster on this machine (root, Debian)
 #   make table1 PROFILE=smoke CLUSTER=slurm ARGS=--wait   Table 1 through SLURM (make slurm-up first)
 PYTHON  ?= python3
@@ -25,15 +26,17 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 PROFILE ?= local
 CLUSTER ?= local
 RUNS    ?= runs
+OUT     ?= tables/out
+FIG_OUT ?= figures/out
 DATA_ROOT ?=
 ARGS    ?=
 
 REPRO  = $(PY) -m repro
-LAUNCH = --profile $(PROFILE) --cluster $(CLUSTER) --runs $(RUNS) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
+LAUNCH = --profile $(PROFILE) --cluster $(CLUSTER) --runs $(RUNS) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
 TABLES = 1 2 3 4 5 6 7 8
 TRANSFER = 9 10 11 12
 tid = t$(if $(filter $(1),1 2 3 4 5 6 7 8 9),0)$(1)
-FIG3   = figures/out/fig3.png
+FIG3   = $(FIG_OUT)/fig3.png
 
 CPU_RUNS = results/cpu
 
@@ -75,17 +78,17 @@ table4: $(STAMP)
 	$(REPRO) run t04 $(LAUNCH)
 	$(MAKE) --no-print-directory figure3
 
-# tables/out/table4.csv is rewritten only when its content changes, so the figure is
+# $(OUT)/table4.csv is rewritten only when its content changes, so the figure is
 # redrawn exactly when Table 4's results change, and never otherwise.
 figure3: $(FIG3)
-$(FIG3): tables/out/table4.csv figures/fig3_bn_batch.py tables/t04_bn_batch.yaml | $(STAMP)
-	$(PY) figures/fig3_bn_batch.py
-tables/out/table4.csv: | $(STAMP)
-	$(REPRO) render t04 --profile $(PROFILE) --runs $(RUNS) > /dev/null
+$(FIG3): $(OUT)/table4.csv figures/fig3_bn_batch.py tables/t04_bn_batch.yaml | $(STAMP)
+	$(PY) figures/fig3_bn_batch.py --results $(OUT) --out $(FIG_OUT)
+$(OUT)/table4.csv: | $(STAMP)
+	$(REPRO) render t04 --profile $(PROFILE) --runs $(RUNS) --out $(OUT) > /dev/null
 
 tables: $(STAMP)
 	for t in $(foreach n,$(TABLES) $(TRANSFER),$(call tid,$(n))); do \
-	  $(REPRO) render $$t --profile $(PROFILE) --runs $(RUNS) > /dev/null || exit 1; done
+	  $(REPRO) render $$t --profile $(PROFILE) --runs $(RUNS) --out $(OUT) > /dev/null || exit 1; done
 	$(MAKE) --no-print-directory figure3
 
 # The committed CPU-scale evidence (README, "What the CPU-scale evidence says"). Finished
@@ -99,9 +102,9 @@ cpu-evidence: $(STAMP)
 cpu-report: $(STAMP)
 	$(REPRO) report --runs $(CPU_RUNS) --profile cpu --out $(CPU_RUNS)/report
 
-# The claims report over this machine's runs (RUNS) and the committed CPU-scale evidence.
+# The claims report over this machine's runs (RUNS) and the committed CPU-scale evidence, into OUT.
 report: $(STAMP)
-	$(REPRO) report --runs $(RUNS) --runs $(CPU_RUNS) --out tables/out
+	$(REPRO) report --runs $(RUNS) --runs $(CPU_RUNS) --out $(OUT)
 
 status: $(STAMP)
 	$(REPRO) status $(call tid,$(or $(TABLE),1)) --profile $(PROFILE) --runs $(RUNS)

@@ -5,7 +5,8 @@ real processes on this machine), ``debug`` (in-process, one process), ``slurm`` 
 cluster, partition from its default), ``ci`` (the single-node cluster of ``.ci/slurm``) and
 ``example-gpu`` (8 GPUs per node, to copy).
 
-The code is frozen at submission: the launcher copies the ``repro`` package into
+The code is frozen at submission: the launcher copies the ``repro`` package and the table
+files (``tables/*.yaml``: a transfer job expands its pre-training table when it starts) into
 ``<runs>/.code/<hash>/`` and the jobs run from that copy, so editing the tree after submitting
 changes no queued, running or requeued job.
 
@@ -263,21 +264,27 @@ class PretrainJob:
 # --------------------------------------------------------------------------- frozen code
 
 
-def _package_files() -> list[Path]:
-    """The files of the ``repro`` package, as ``git archive`` would ship them (no caches)."""
-    return sorted(p for p in PACKAGE.rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+def _snapshot_files() -> list[Path]:
+    """What a job reads from the tree: the ``repro`` package, as ``git archive`` would ship
+    it (no caches), and the table files beside it (``tables/*.yaml``, not ``tables/out/``)."""
+    package = [p for p in PACKAGE.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo")]
+    return sorted(package + [p for p in (REPO / "tables").glob("*.yaml") if p.is_file()])
 
 
 def snapshot_code(runs_root: Path) -> Path:
-    """Copy the ``repro`` package into ``<runs>/.code/<hash>/`` once; return that folder.
+    """Copy the ``repro`` package and the table files into ``<runs>/.code/<hash>/`` once;
+    return that folder.
 
     The hash covers every file's path and bytes, so the same code is copied once and any
-    edit gives a new snapshot. The copy appears atomically (written aside, then renamed) and
-    records the git state it was taken from, which the job reports as its own.
+    edit, to the code or to a table file, gives a new snapshot: a queued job keeps the
+    tables it was submitted with (a transfer job expands its pre-training table when it
+    starts, and then finds that run's latest checkpoint). The copy appears atomically
+    (written aside, then renamed) and records the git state it was taken from, which the job
+    reports as its own.
     """
     # Read each file once: what is hashed is what is copied, even if the tree changes meanwhile.
-    contents = {path.relative_to(REPO).as_posix(): path.read_bytes() for path in _package_files()}
+    contents = {path.relative_to(REPO).as_posix(): path.read_bytes() for path in _snapshot_files()}
     digest = hashlib.sha256()
     for name, data in contents.items():
         digest.update(name.encode() + b"\0" + data + b"\0")

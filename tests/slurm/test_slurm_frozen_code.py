@@ -9,14 +9,16 @@ import subprocess
 from repro import launch as L
 
 
-def test_snapshot_is_the_package_once_per_content(tmp_path):
+def test_snapshot_is_the_package_and_the_tables_once_per_content(tmp_path):
     runs = tmp_path / "runs"
     code = L.snapshot_code(runs)
     assert code.parent == runs / ".code" and len(code.name) == 16
     assert L.snapshot_code(runs) == code  # same content, same snapshot, nothing copied again
-    copied = sorted(p.relative_to(code / "repro").as_posix() for p in (code / "repro").rglob("*") if p.is_file())
-    source = sorted(p.relative_to(L.PACKAGE).as_posix() for p in L._package_files())
+    copied = sorted(p.relative_to(code).as_posix() for p in code.rglob("*") if p.is_file() and p.name != L.CODE_RECORD)
+    source = sorted(p.relative_to(L.REPO).as_posix() for p in L._snapshot_files())
     assert copied == source and not any("__pycache__" in p for p in copied)
+    assert {"tables/t08_sota.yaml", "tables/profiles.yaml", "repro/grid.py"} <= set(copied)
+    assert not any(p.startswith("tables/out/") for p in copied)
     assert (code / "repro" / "launch.py").read_bytes() == (L.PACKAGE / "launch.py").read_bytes()
     record = json.loads((code / L.CODE_RECORD).read_text())
     assert record["code"] == code.name and set(record) >= {"commit", "dirty", "source"}
@@ -35,6 +37,19 @@ def test_the_jobs_python_imports_the_snapshot_not_the_live_tree(tmp_path):
     assert git["code"] == code.name
 
 
+def test_a_job_in_the_snapshot_expands_the_tables_it_was_submitted_with(tmp_path):
+    """What a transfer job does when it starts: expand its pre-training table (t08), from
+    the snapshot's python, not the live tree's."""
+    code = L.snapshot_code(tmp_path / "runs")
+    probe = ("import repro.grid as G, json; runs = G.expand(G.load_table('t08'), 'smoke'); "
+             "print(json.dumps([G.TABLES_DIR.as_posix(), sorted({r.config.task for r in runs})]))")
+    cmd = f"{L.frozen_python(code)} -c {shlex.quote(probe)}"
+    out = subprocess.run(cmd, shell=True, cwd=L.REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    tables_dir, tasks = json.loads(out.stdout)
+    assert tables_dir == (code / "tables").as_posix() and tasks == ["pretrain"]
+
+
 def test_an_edit_gives_a_new_snapshot(tmp_path, monkeypatch):
     live = tmp_path / "live" / "repro"
     live.mkdir(parents=True)
@@ -48,3 +63,10 @@ def test_an_edit_gives_a_new_snapshot(tmp_path, monkeypatch):
     assert first != second
     assert (first / "repro" / "train.py").read_text() == "STEPS = 1\n"  # the queued jobs' copy is untouched
     assert (second / "repro" / "train.py").read_text() == "STEPS = 2\n"
+    (live.parent / "tables").mkdir()
+    (live.parent / "tables" / "t01.yaml").write_text("name: t01\n")
+    third = L.snapshot_code(tmp_path / "runs")
+    (live.parent / "tables" / "t01.yaml").write_text("name: t01  # edited after submission\n")
+    fourth = L.snapshot_code(tmp_path / "runs")
+    assert len({first, second, third, fourth}) == 4  # a table edit is a new snapshot too
+    assert (third / "tables" / "t01.yaml").read_text() == "name: t01\n"
