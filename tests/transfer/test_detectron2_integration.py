@@ -15,6 +15,7 @@ import re
 import pytest
 
 import needs
+from repro.checkpoint import sha256
 from repro.grid import expand, load_table
 from repro.transfer.detectron2 import parse_metrics, read_metrics_json, run_detection
 from repro.transfer.export import save_detectron2, to_detectron2
@@ -56,6 +57,8 @@ def test_detection_end_to_end(weights, tmp_path, table, row, masks):
     out = run_detection(cfg, tmp_path, weights, num_gpus=1)
 
     assert out["iterations"] == ITERS and out["num_gpus"] == 1 and out["detectron2_version"]
+    # Provenance for final.json: which Detectron2 (a commit or "unknown") and which weight file.
+    assert out["detectron2_commit"] and out["weights_sha256"] == sha256(weights)
     box = {"box_ap", "box_ap50", "box_ap75"}
     mask = {"mask_ap", "mask_ap50", "mask_ap75"}
     assert box <= set(out) and (mask <= set(out)) == masks
