@@ -155,8 +155,9 @@ def test_detectron2_loads_the_export_and_computes_what_torchvision_does(exported
     assert checkpoint["__author__"] != "Caffe2"  # read as a Detectron2 file, not renamed as Caffe2's
     incompatible = checkpointer._load_model(checkpoint)
     bottom_up_keys = {f"bottom_up.{k}" for k in bottom_up.state_dict()}
-    assert not [k for k in incompatible.missing_keys if k in bottom_up_keys], "backbone weights missing"
-    assert incompatible.unexpected_keys == [], "keys of the file that fit no backbone weight"
+    missing = [k for k in incompatible.missing_keys if k in bottom_up_keys]
+    assert not missing, f"{len(missing)} backbone weights missing from the file, e.g. {missing[:3]}"
+    assert incompatible.unexpected_keys == [], f"keys of the file that fit no backbone weight: {incompatible.unexpected_keys[:3]}"
     assert not incompatible.incorrect_shapes
     # What is missing is the FPN's own layers, trained from scratch, and nothing else.
     assert all(k.startswith(("fpn_", "top_block.")) for k in incompatible.missing_keys), incompatible.missing_keys
