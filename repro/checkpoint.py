@@ -7,6 +7,7 @@ process's buffers: Momentum BN histories (and BN statistics) differ per process.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -38,12 +39,30 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes (provenance: which weights a run wrote or loaded)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest first."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: p.name)
+
+
+def final_record(run_dir: Path) -> dict:
+    """What a finished pre-training records of its final (latest) checkpoint in final.json: the
+    file, relative to the run directory, and its sha256 (checked before a transfer exports it)."""
+    found = checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint after training")
+    return {"final_checkpoint": found[-1].relative_to(run_dir).as_posix(), "final_checkpoint_sha256": sha256(found[-1])}
 
 
 def _buffers(model) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ def tasks_per_job(cfg) -> int:
 
 
 def pretrain(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:
+    from .checkpoint import final_record
     from .probe import evaluate
     from .train import pretrain as pretrain_loop
 
@@ -27,7 +28,7 @@ def pretrain(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:
     t0 = time.time()
     probe = evaluate(model, run.config, next(model.parameters()).device)
     print(f"[{run.run_id}] linear top-1 {probe['top1']:.2f}, kNN top-1 {probe['knn_top1']:.2f}", flush=True)
-    return {**summary, **probe, "probe_wall_s": time.time() - t0}
+    return {**summary, **probe, "probe_wall_s": time.time() - t0, **final_record(run_dir)}
 
 
 def finetune(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:

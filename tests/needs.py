@@ -1,8 +1,8 @@
 """Skip a test whose requirement is missing on this machine, but FAIL under CI=true.
 
-CI installs every requirement a test may need (SLURM, Chromium, the transfer extra), so a
-skip there would hide a broken install step. Detectron2 is the exception (not on PyPI,
-built from source by hand) and keeps a plain skip.
+CI installs every requirement a test may need (SLURM, Chromium, the transfer extra, and
+Detectron2, built from the shared source archive by .ci/detectron2/install.sh), so a skip
+there would hide a broken install step.
 """
 
 from __future__ import annotations
@@ -44,3 +44,12 @@ def programs(*names: str, hint: str) -> list[str]:
     if missing:
         unmet(f"needs {' and '.join(missing)} ({hint})")
     return [shutil.which(name) for name in names]
+
+
+DETECTRON2_HINT = ("built from source, not on PyPI: `bash .ci/detectron2/install.sh` from the shared archive, "
+                   "or README, Transfer, from its repository")
+
+
+def detectron2():
+    """Import Detectron2, or unmet(...) (a skip here, a failure under CI=true)."""
+    return module("detectron2", DETECTRON2_HINT)

@@ -42,11 +42,13 @@ import importlib
 import json
 import math
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ..checkpoint import sha256
 from ..config import ConfigError, RunConfig
 from . import synthetic
 
@@ -111,7 +113,8 @@ INSTALL_HINT = (
     "Detectron2 is not installed (the detection tables t09-t11 need it; everything else runs without). "
     "It is not on PyPI: install it from source into this environment, torch and torchvision first, then "
     "`pip install 'setuptools<81' pycocotools 'lvis>=0.5.3'` (or `pip install -e '.[transfer]'`) and "
-    "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git'` "
+    "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git@"
+    "02b5c4e295e990042a714712c21dc79b731e8833'` (the commit CI tests against; README, Transfer) "
     "(setuptools<81: detectron2.model_zoo imports pkg_resources; --no-build-isolation: the build needs "
     "the installed torch; a few minutes, also on CPU). Detectron2 has no release since v0.6: the commit "
     "you install is recorded in each run's final.json"
@@ -460,17 +463,65 @@ def dataset_sources(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, dic
 # --------------------------------------------------------------------------- running
 
 
+# Written into the installed distribution's .dist-info by .ci/detectron2/install.sh (pip removes
+# it with any reinstall, so it cannot outlive the build it describes).
+COMMIT_RECORD = "REPRO_DETECTRON2_COMMIT"
+_SHA1 = re.compile(r"[0-9a-f]{40}")
+
+
 def detectron2_commit() -> dict:
-    """Detectron2's version and, for a source checkout, its git commit (SPEC §6: record it)."""
+    """Detectron2's version and git commit (SPEC §6: record it); "unknown" where it cannot be told."""
     d2 = require_detectron2()
-    info = {"detectron2_version": getattr(d2, "__version__", None), "detectron2_commit": None}
-    src = Path(d2.__file__).resolve().parent.parent
+    return {"detectron2_version": getattr(d2, "__version__", None) or "unknown",
+            "detectron2_commit": installed_commit(d2)}
+
+
+def installed_commit(d2) -> str:
+    """The git commit of the imported `detectron2` module, or "unknown".
+
+    Read, in order, from: the record of .ci/detectron2/install.sh; pip's direct_url.json (an install
+    from the repository, `pip install git+...@<commit>`, records vcs_info.commit_id); the git
+    checkout that IS Detectron2's source (an editable install), never an enclosing repository
+    (site-packages inside some project's git tree). A distribution counts only if it is the one
+    imported.
+    """
+    import importlib.metadata as md
+    from urllib.parse import unquote, urlparse
+
+    init = Path(d2.__file__).resolve()
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
-        info["detectron2_commit"] = out.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return info
+        dist = md.distribution("detectron2")
+    except md.PackageNotFoundError:
+        dist = None
+    if dist is not None:
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            direct = {}
+        url = urlparse(direct.get("url", ""))
+        editable_dir = (Path(unquote(url.path)).resolve()
+                        if direct.get("dir_info", {}).get("editable") and url.scheme == "file" else None)
+        if Path(dist.locate_file("detectron2/__init__.py")).resolve() == init or (
+                editable_dir is not None and init.is_relative_to(editable_dir)):
+            for commit in ((dist.read_text(COMMIT_RECORD) or "").strip(),
+                           str(direct.get("vcs_info", {}).get("commit_id", ""))):
+                if _SHA1.fullmatch(commit):
+                    return commit
+    src = init.parent.parent
+
+    def git(*args: str) -> str:
+        try:
+            out = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return out.stdout.strip() if out.returncode == 0 else ""
+
+    top = git("rev-parse", "--show-toplevel")
+    if top and Path(top).resolve() == src:
+        head = git("rev-parse", "HEAD")
+        if _SHA1.fullmatch(head):
+            return head
+    return "unknown"
 
 
 def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str | os.PathLike,
@@ -481,8 +532,8 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
     in THIS process: call it from a job that is one task holding that many GPUs (one process on
     CPU). Detectron2 writes into run_dir/detectron2/ (checkpoints, metrics.json, log.txt); a
     requeued job resumes from its last checkpoint. Returns the parsed metrics (box_ap, box_ap50,
-    box_ap75, mask_* when the detector has masks, ...) with iterations, wall time and the
-    Detectron2 version and commit.
+    box_ap75, mask_* when the detector has masks, ...) with iterations, wall time, the Detectron2
+    version and commit, and the weight file with its sha256.
     """
     require_detectron2()
     from detectron2.engine import launch
@@ -498,6 +549,7 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
     (output_dir / "overrides.json").write_text(json.dumps(d2cfg, indent=2))
     results_path = output_dir / RESULTS_FILE
     results_path.unlink(missing_ok=True)
+    weights_sha256 = sha256(weights_pkl)  # the file Detectron2 loads below (provenance in final.json)
     t0 = time.time()
     runtime = importlib.import_module(_RUNTIME)
     # One process per GPU, spawned here; "auto" picks a free local port (one machine per job).
@@ -508,4 +560,5 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
     results = json.loads(results_path.read_text())
     return {**parse_metrics(results["evaluation"]), "iterations": results["iterations"],
             "detectron2_wall_s": time.time() - t0, "num_gpus": num_gpus, "detector": cfg.detection.detector,
-            "schedule": cfg.detection.schedule, "dataset": cfg.detection.dataset, **detectron2_commit()}
+            "schedule": cfg.detection.schedule, "dataset": cfg.detection.dataset, **detectron2_commit(),
+            "weights": str(weights_pkl), "weights_sha256": weights_sha256}

@@ -12,6 +12,7 @@ BN running statistics, as the paper transfers it; the student is an option.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -86,6 +87,27 @@ def pretraining_run(cfg: RunConfig):
                       f"(rows: {', '.join(rows)})")
 
 
+def verify_final_checkpoint(run_dir: Path, latest: Path) -> None:
+    """Refuse a checkpoint that is not the one the pre-training finished with (ConfigError, one line).
+
+    final.json records the final checkpoint and its sha256 (`checkpoint.final_record`); a run
+    finished before that was recorded (the committed results/cpu records) is accepted unchecked.
+    """
+    final = json.loads((run_dir / "final.json").read_text())
+    expected = final.get("final_checkpoint_sha256")
+    if expected is None:
+        return
+    fix = f"restore it, or remove {run_dir} and pre-train it again"
+    name = final.get("final_checkpoint")
+    if name is not None and (run_dir / name).resolve() != latest.resolve():
+        raise ConfigError(f"pretrained: {latest} is not the checkpoint the run finished with ({name} in "
+                          f"{run_dir / 'final.json'}): {fix}")
+    got = ckpt.sha256(latest)
+    if got != expected:
+        raise ConfigError(f"pretrained: {latest} changed after the run finished (sha256 {got[:12]}..., "
+                          f"{run_dir / 'final.json'} records {expected[:12]}...): {fix}")
+
+
 def resolve_backbone(cfg: RunConfig, runs_root: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The torchvision backbone state dict of `cfg.pretrained` (see the module docstring).
 
@@ -110,6 +132,7 @@ def resolve_backbone(cfg: RunConfig, runs_root: str | os.PathLike) -> dict[str, 
     if not found:
         raise ConfigError(f"pretrained: {run_dir} has final.json but no checkpoint in {run_dir / 'checkpoints'}: "
                           f"remove the run directory and pre-train it again")
+    verify_final_checkpoint(run_dir, found[-1])
     state = ckpt.load(found[-1])
     try:
         backbone = backbone_state_dict(state["model"], which=p.which)

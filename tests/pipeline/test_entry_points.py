@@ -78,7 +78,7 @@ def check_complete(table_name: str, csv: Path) -> None:
 @pytest.mark.parametrize("target,tables", TARGETS, ids=[t for t, _ in TARGETS])
 def test_entry_point(target, tables, user):
     if target in NEEDS_DETECTRON2:
-        needs.module("detectron2", "Detectron2 is not on PyPI: see the README, Transfer")
+        needs.detectron2()
     make, root = user
     done = make(target)
     assert done.returncode == 0, f"make {target} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

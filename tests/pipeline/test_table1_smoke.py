@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from repro import launch as L
+from repro.checkpoint import sha256
 from repro.results import render
 from test_grid import PAPER_T1
 
@@ -32,6 +33,8 @@ def test_one_array_of_six_runs_all_done(smoke):
         d = run.run_dir(runs)
         final = json.loads((d / "final.json").read_text())
         assert final["steps"] == 6 and final["world_size"] == 2
+        # The final checkpoint's sha256, which a transfer checks before exporting it.
+        assert final["final_checkpoint_sha256"] == sha256(d / final["final_checkpoint"])
         assert "commit" in (d / "config.yaml").read_text()
         assert len((d / "metrics.jsonl").read_text().splitlines()) == 6
 

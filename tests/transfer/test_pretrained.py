@@ -1,12 +1,14 @@
 """resolve_backbone: a pre-training run of this suite or an explicit file -> torchvision weights."""
 
 import dataclasses
+import json
+import shutil
 
 import pytest
 import torch
 
 from repro.backbones import resnet
-from repro.checkpoint import checkpoints
+from repro.checkpoint import checkpoints, final_record, sha256
 from repro.config import ConfigError
 from repro.grid import expand, load_table
 from repro.transfer.export import backbone_state_dict
@@ -88,3 +90,49 @@ def test_paths_torchvision_state_dict_and_our_checkpoint(runs_root, tmp_path):
         with pytest.raises(ConfigError) as e:
             resolve_backbone(_finetune_cfg(path=str(tmp_path / name)), runs_root)
         assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def _finished_with_record(runs_root, tmp_path):
+    """A copy of the t08 smoke run whose final.json records its final checkpoint, as
+    repro.tasks.pretrain writes it (checkpoint.final_record)."""
+    run = _table_run("t08", "smoke", "ours-300")
+    root = tmp_path / "runs"
+    shutil.copytree(run.run_dir(runs_root), run.run_dir(root))
+    run_dir = run.run_dir(root)
+    record = final_record(run_dir)
+    assert record["final_checkpoint_sha256"] == sha256(run_dir / record["final_checkpoint"])
+    assert (run_dir / record["final_checkpoint"]) == checkpoints(run_dir)[-1]
+    final = json.loads((run_dir / "final.json").read_text())
+    (run_dir / "final.json").write_text(json.dumps({**final, **record}))
+    return root, run_dir
+
+
+def test_the_final_checkpoint_is_verified_before_export(runs_root, tmp_path):
+    root, run_dir = _finished_with_record(runs_root, tmp_path)
+    got = resolve_backbone(_finetune_cfg(), root)
+    assert torch.equal(got["conv1.weight"], _teacher(runs_root)["conv1.weight"])
+    # The file changed after the run finished (still a valid checkpoint): refused, one line.
+    latest = checkpoints(run_dir)[-1]
+    original = latest.read_bytes()
+    state = torch.load(latest, weights_only=True)
+    state["model"]["teacher.encoder.conv1.weight"].add_(1.0)
+    torch.save(state, latest)
+    with pytest.raises(ConfigError) as e:
+        resolve_backbone(_finetune_cfg(), root)
+    message = str(e.value)
+    assert "\n" not in message, message
+    assert str(latest) in message and "changed after the run finished" in message
+    assert f"remove {run_dir} and pre-train it again" in message
+    # A checkpoint newer than the one the run finished with: refused too.
+    latest.write_bytes(original)
+    shutil.copy(latest, latest.with_name("step_99999999.pt"))
+    with pytest.raises(ConfigError) as e:
+        resolve_backbone(_finetune_cfg(), root)
+    assert "is not the checkpoint the run finished with" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_final_json_without_the_record_is_accepted_unchecked(runs_root):
+    """Runs finished before final.json recorded the checkpoint (results/cpu): no check."""
+    run_dir = _table_run("t08", "smoke", "ours-300").run_dir(runs_root)
+    assert "final_checkpoint_sha256" not in json.loads((run_dir / "final.json").read_text())
+    assert resolve_backbone(_finetune_cfg(), runs_root).keys() == _teacher(runs_root).keys()
