@@ -91,7 +91,7 @@ tables: $(STAMP)
 # The committed CPU-scale evidence (README, "What the CPU-scale evidence says"). Finished
 # runs are skipped, so an interrupted campaign resumes where it stopped.
 cpu-evidence: $(STAMP)
-	test -f $(CPU_RUNS)/machine.json || $(PY) -m repro.provenance $(CPU_RUNS)/machine.json make cpu-evidence
+	test -f $(CPU_RUNS)/machine.json || $(PY) -m repro.results.provenance $(CPU_RUNS)/machine.json make cpu-evidence
 	for t in t01 t06 t04; do \
 	  $(REPRO) run $$t --profile cpu --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables || exit 1; done
 	$(MAKE) --no-print-directory cpu-report

@@ -1,6 +1,6 @@
 """Momentum BN overhead: a full training step with a plain-BN teacher vs a Momentum BN teacher.
 
-One step is what repro/train.py does: EMA update (model.update_teacher), set alpha, student
+One step is what repro/train/pretrain.py does: EMA update (model.update_teacher), set alpha, student
 forward on both views, teacher forward on both views (inside the model; for ``mbn`` under the
 lazy two-view update), loss, backward, SGD step. Both models start from the same weights and
 see the same batch. Goal (issue 8): ratio mbn / bn at most 1.02. Then the layer alone against
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.backbones import build_student_teacher
+from repro.models.backbones import build_student_teacher
 from repro.core.momentum_bn import MomentumBatchNorm2d, deferred_update, set_alpha
 
 DEFAULT_SIZES = "resnet18:96:8,resnet50:224:4"  # arch:image px:images per view

@@ -1,7 +1,7 @@
 """Table 1's Sec/Iter column on CPU: seconds per step of each student/teacher norm pair.
 
 Two processes (torch.multiprocessing.spawn, gloo, 1 thread each by default), the model
-wrapped in DistributedDataParallel with broadcast_buffers=False as in repro/train.py, each
+wrapped in DistributedDataParallel with broadcast_buffers=False as in repro/train/pretrain.py, each
 rank its own batch. The six BYOL pairs and MoCo v2's two key encoders (Table 3: shuffling
 BN, Momentum BN) run interleaved in one job; a barrier before and after each timed step
 makes its time that of the slower rank. BYOL ratios to bn/bn are printed next to the
@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from repro.backbones import build_moco, build_student_teacher
+from repro.models.backbones import build_moco, build_student_teacher
 
 # (student norm, teacher norm) -> the paper's Table 1 seconds per iteration
 PAPER_SEC_PER_ITER = {

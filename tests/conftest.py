@@ -57,7 +57,7 @@ def pretrained_runs_root(tmp_path_factory):
     import dataclasses
     import json
 
-    from repro import train
+    from repro.train import pretrain as train
     from repro.grid import expand, load_table
 
     root = tmp_path_factory.mktemp("pretrained_runs")

@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
+from ..core.schedules import steps_per_epoch
+
 # FIDELITY: the reference code normalises with ImageNet's statistics for every dataset it runs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -227,19 +229,6 @@ class TwoViewDataset(Dataset):
             torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, int(index)))
             image, _ = self.base[index]
             return self.transform1(image), self.transform2(image)
-
-
-def steps_per_epoch(dataset_len: int, global_batch_size: int) -> int:
-    """Optimizer steps in one epoch: full global batches only (drop_last), floor division.
-
-    E.g. STL10 train+unlabeled: 105,000 // 2048 = 51 steps (SPEC §4). Raises when not even one
-    batch fits, which would silently make a run of zero steps.
-    """
-    steps = dataset_len // global_batch_size
-    if steps == 0:
-        raise ValueError(f"dataset of {dataset_len} images has no full batch of "
-                         f"{global_batch_size}")
-    return steps
 
 
 class ResumableSampler(Sampler[int]):

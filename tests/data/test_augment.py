@@ -17,9 +17,9 @@ from repro.data.augment import (
     blur_kernel_size,
     eval_transform,
     probe_train_transform,
-    steps_per_epoch,
     two_view_transforms,
 )
+from repro.core.schedules import steps_per_epoch
 from repro.data.datasets import synthetic
 
 

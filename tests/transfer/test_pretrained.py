@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from repro.backbones import resnet
-from repro.checkpoint import checkpoints
+from repro.models.backbones import resnet
+from repro.train.checkpoint import checkpoints
 from repro.config import ConfigError
 from repro.grid import expand, load_table
 from repro.transfer.export import backbone_state_dict
