@@ -47,6 +47,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..config import ConfigError, RunConfig
 from . import synthetic
 
@@ -495,7 +496,7 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
     output_dir.mkdir(parents=True, exist_ok=True)
     sources = dataset_sources(cfg, run_dir)
     d2cfg = detectron2_config(cfg, weights_pkl, output_dir, tuple(sources))
-    (output_dir / "overrides.json").write_text(json.dumps(d2cfg, indent=2))
+    atomic_write_text(output_dir / "overrides.json", json.dumps(d2cfg, indent=2))
     results_path = output_dir / RESULTS_FILE
     results_path.unlink(missing_ok=True)
     t0 = time.time()
