@@ -26,6 +26,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 from repro.models.backbones import build_moco, build_student_teacher
+from repro.train.step import train_step
 
 # (student norm, teacher norm) -> the paper's Table 1 seconds per iteration
 PAPER_SEC_PER_ITER = {
@@ -47,13 +48,8 @@ def make_ddp_step(model, args, rank: int, tau: float, alpha: float):
     g = torch.Generator().manual_seed(rank)
     v1, v2 = (torch.randn(args.batch, 3, args.image_size, args.image_size, generator=g) for _ in range(2))
 
-    def step() -> None:
-        model.update_teacher(tau)
-        model.set_alpha(alpha)
-        loss = ddp(v1, v2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step() -> None:  # the training loop's own step (repro.train.step.train_step)
+        train_step(model, optimizer, v1, v2, lr=0.05, tau=tau, alpha=alpha, forward=ddp)
 
     return step
 

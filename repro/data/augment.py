@@ -196,6 +196,27 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
+class SeededTransformed(Dataset):
+    """(transform(image), label), with the global generator seeded from (seed, epoch, index)
+    as in `TwoViewDataset`: an item's random crop depends on nothing else (workers, resume).
+    Fine-tuning's training set."""
+
+    def __init__(self, base: Dataset, transform: Transform, seed: int):
+        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, int(i)))
+            image, label = self.base[i]
+            return self.transform(image), label
+
+
 class TwoViewDataset(Dataset):
     """Wraps a dataset of (image, label); yields (view1, view2) (SPEC §3; paper Section 3.4).
 

@@ -104,7 +104,7 @@ def build_moco(
                 variance=variance, shuffle_seed=seed)
 
 
-def build_model(cfg) -> StudentTeacher | MoCo:
+def model_from_config(cfg) -> StudentTeacher | MoCo:
     """The model of a ``RunConfig``: the config stops here; the objects take explicit arguments."""
     m = cfg.model
     common = dict(teacher_norm=m.teacher_norm, variance=m.variance, width=m.width, small_stem=m.small_stem,

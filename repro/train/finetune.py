@@ -24,13 +24,12 @@ the lr is scaled linearly with it (lr x subset / batch_size): the same lr per sa
 
 Deterministic under `train.seed`: the head's initialisation, the order of each epoch and every
 image's augmentation depend on (seed, epoch, index) only. A checkpoint is written after every
-epoch (atomically, `repro.checkpoint`) and a restarted run resumes from the last one exactly.
+epoch (atomically, `repro.train.checkpoint`) and a restarted run resumes from the last one exactly.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 from pathlib import Path
@@ -40,13 +39,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from . import checkpoint as ckpt
-from ..models.backbones import resnet
 from ..config import ConfigError, RunConfig
 from ..core import schedules
-from ..data.augment import Transformed, derive_seed, eval_transform, probe_train_transform
-from ..data.datasets import _load_rgb, build_dataset, dataset_stats, num_classes, split_for
+from ..data.augment import SeededTransformed, Transformed, derive_seed, probe_train_transform
+from ..data.datasets import ImageFiles, build_dataset, dataset_stats, num_classes, split_for
 from ..data.imagenet_subsets import deterministic_subset, subset_samples
+from ..models.backbones import resnet
+from . import checkpoint as ckpt
+from .loop import MetricsLog, check_finite, eval_transform_for, set_lr, topk_hits
 
 # The split of built-in data does not depend on the training seed: like the SimCLR lists, it is
 # one fixed subset that every seed fine-tunes on.
@@ -66,37 +66,6 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
 
-class _Files(Dataset):
-    """(path, label) samples read as uint8 RGB tensors."""
-
-    def __init__(self, samples: list[tuple[str, int]]):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        path, label = self.samples[i]
-        return _load_rgb(path), label
-
-
-class _Augmented(Dataset):
-    """Applies `transform` with the global generator seeded from (seed, epoch, index), as
-    `TwoViewDataset` does: an item's crop depends on nothing else (workers, resume)."""
-
-    def __init__(self, base: Dataset, transform, seed: int):
-        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i):
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, int(i)))
-            image, label = self.base[i]
-            return self.transform(image), label
-
-
 def labelled_subset(cfg: RunConfig) -> tuple[Dataset, Dataset, int]:
     """(training subset, test set, classes) of the run's dataset at `finetune.percent`."""
     name, root, size = cfg.data.dataset, cfg.data.root, cfg.data.image_size
@@ -104,7 +73,7 @@ def labelled_subset(cfg: RunConfig) -> tuple[Dataset, Dataset, int]:
     if name == "imagenet":
         if root is None:
             raise ConfigError("data.root: ImageNet fine-tuning needs --data-root (train/ and val/ folders)")
-        train = _Files(subset_samples(Path(root) / "train", percent))
+        train = ImageFiles(subset_samples(Path(root) / "train", percent))
         test = build_dataset(name, root, "val", size)
         return train, test, num_classes(name)
     if name == "stl10":
@@ -116,15 +85,10 @@ def labelled_subset(cfg: RunConfig) -> tuple[Dataset, Dataset, int]:
     return Subset(base, indices), test, num_classes(name)
 
 
-def _transforms(cfg: RunConfig):
+def _train_transform(cfg: RunConfig):
     mean, std = dataset_stats(cfg.data.dataset)
-    size = cfg.data.image_size
-    train = probe_train_transform(size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
-                                  normalize_mean=mean, normalize_std=std)
-    # FIDELITY: ImageNet is tested with Resize(256) + CenterCrop(224), as the linear probe.
-    test = eval_transform(size, resize_to=round(size * 256 / 224) if size == 224 else None,
-                          normalize_mean=mean, normalize_std=std)
-    return train, test
+    return probe_train_transform(cfg.data.image_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
+                                 normalize_mean=mean, normalize_std=std)
 
 
 def _epoch_chunks(n: int, batch: int, micro: int, seed: int, epoch: int) -> list[list[list[int]]]:
@@ -174,13 +138,36 @@ def evaluate(model: nn.Module, test: Dataset, transform, cfg: RunConfig, device)
     loader = DataLoader(Transformed(test, transform), batch_size=EVAL_BATCH, num_workers=cfg.data.workers)
     correct1 = correct5 = total = 0
     for x, y in loader:
-        logits = model(x.to(device)).float().cpu()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         y = torch.as_tensor(y)
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y[:, None]).any(1).sum().item()
+        hit1, hit5 = topk_hits(model(x.to(device)).float().cpu(), y)
+        correct1 += hit1.sum().item()
+        correct5 += hit5.sum().item()
         total += len(y)
     return 100.0 * correct1 / total, 100.0 * correct5 / total
+
+
+def _train_epoch(model: nn.Module, optimizer, augmented: SeededTransformed, cfg: RunConfig, device, epoch: int,
+                 step: int, *, lr: float, total_steps: int, batch: int, micro: int) -> tuple[int, float]:
+    """One epoch of full-batch steps, each accumulated over micro-batches; returns (step, last loss)."""
+    model.train()
+    augmented.set_epoch(epoch)
+    epoch_steps = _epoch_chunks(len(augmented), batch, micro, cfg.train.seed, epoch)
+    batches = iter(_loader(augmented, [c for s in epoch_steps for c in s], cfg, device))
+    loss_value = math.nan
+    for chunks in epoch_steps:
+        set_lr(optimizer, lr * schedules.cosine_ramp(step, total_steps))
+        optimizer.zero_grad(set_to_none=True)
+        loss_sum = 0.0
+        for _ in chunks:
+            x, y = next(batches)
+            # Sum over the micro-batch / whole batch: the gradient of the batch's mean loss.
+            loss = F.cross_entropy(model(x.to(device)), torch.as_tensor(y).to(device), reduction="sum") / batch
+            loss.backward()
+            loss_sum += loss.item()
+        optimizer.step()
+        step += 1
+        loss_value = loss_sum
+    return step, loss_value
 
 
 def run_finetune(cfg: RunConfig, run_dir: str | Path, backbone: dict, device, *,
@@ -200,8 +187,7 @@ def run_finetune(cfg: RunConfig, run_dir: str | Path, backbone: dict, device, *,
     t_start = time.time()
 
     train_set, test_set, classes = labelled_subset(cfg)
-    train_tf, test_tf = _transforms(cfg)
-    augmented = _Augmented(train_set, train_tf, seed=cfg.train.seed)
+    augmented = SeededTransformed(train_set, _train_transform(cfg), seed=cfg.train.seed)
     n = len(train_set)
     batch = min(f.batch_size, n)
     micro = min(cfg.train.bn_batch_size, batch)
@@ -221,32 +207,14 @@ def run_finetune(cfg: RunConfig, run_dir: str | Path, backbone: dict, device, *,
     start_epoch = step // steps_per_epoch
 
     loss_value = math.nan
-    with open(run_dir / "metrics.jsonl", "a") as metrics:
+    with MetricsLog(run_dir / "metrics.jsonl") as metrics:
         for epoch in range(start_epoch, f.epochs):
-            model.train()
-            augmented.epoch = epoch
-            epoch_steps = _epoch_chunks(n, batch, micro, cfg.train.seed, epoch)
-            batches = iter(_loader(augmented, [c for s in epoch_steps for c in s], cfg, device))
-            for chunks in epoch_steps:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * schedules.cosine_ramp(step, total_steps)
-                optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
-                for _ in chunks:
-                    x, y = next(batches)
-                    # Sum over the micro-batch / whole batch: the gradient of the batch's mean loss.
-                    loss = F.cross_entropy(model(x.to(device)), torch.as_tensor(y).to(device), reduction="sum") / batch
-                    loss.backward()
-                    loss_sum += loss.item()
-                optimizer.step()
-                step += 1
-                loss_value = loss_sum
-            if not math.isfinite(loss_value):
-                raise RuntimeError(f"fine-tuning loss is {loss_value} in epoch {epoch}: lower finetune.lr")
+            step, loss_value = _train_epoch(model, optimizer, augmented, cfg, device, epoch, step, lr=lr,
+                                            total_steps=total_steps, batch=batch, micro=micro)
+            check_finite(loss_value, f"fine-tuning loss is {loss_value} in epoch {epoch}: lower finetune.lr")
             ckpt.save(run_dir, model, optimizer, step, rank=0, world_size=1)
-            metrics.write(json.dumps({"epoch": epoch + 1, "step": step, "loss": loss_value,
-                                      "lr": optimizer.param_groups[0]["lr"], "time": time.time()}) + "\n")
-            metrics.flush()
+            metrics.write({"epoch": epoch + 1, "step": step, "loss": loss_value,
+                           "lr": optimizer.param_groups[0]["lr"], "time": time.time()})
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < f.epochs:
                 return {"stopped_at_epoch": epoch + 1, "steps": step}
 
@@ -254,13 +222,13 @@ def run_finetune(cfg: RunConfig, run_dir: str | Path, backbone: dict, device, *,
         # Fresh seeded passes over the training subset (epoch indices after training's), as
         # many as the requested batches need: a 10-image subset gets new crops on every pass.
         for p in itertools.count():
-            augmented.epoch = f.epochs + p
+            augmented.set_epoch(f.epochs + p)
             chunks = [c for s in _epoch_chunks(n, batch, micro, cfg.train.seed, f.epochs + p) for c in s]
             for x, _ in _loader(augmented, chunks, cfg, device):
                 yield x.to(device)
 
     used = reestimate_bn(model, bn_batches(), f.bn_reestimate_batches) if f.bn_reestimate_batches > 0 else 0
-    top1, top5 = evaluate(model, test_set, test_tf, cfg, device)
+    top1, top5 = evaluate(model, test_set, eval_transform_for(cfg), cfg, device)
     return {"top1": top1, "top5": top5, "train_samples": n, "test_samples": len(test_set), "percent": f.percent,
             "epochs": f.epochs, "steps": step, "batch_size": batch, "micro_batch_size": micro, "lr": lr,
             "final_loss": loss_value, "bn_reestimate_batches": used, "finetune_wall_s": time.time() - t_start,

@@ -1,12 +1,12 @@
 """Pre-training loop: one process or many (torch.distributed, env://), exact resume.
 
-The loop owns time: at step k it computes lr_k, tau_k and alpha_k and passes them in.
-Reading top to bottom: setup, resume, the step loop, checkpoint, final.
+The loop owns time: the schedule is built once (``step.schedule_for``) and gives lr_k, tau_k
+and alpha_k for step k, which the loop passes into the step (``step.train_step``).
+Reading top to bottom: setup, data, resume, the step loop, checkpoint, final.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -18,18 +18,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from . import checkpoint as ckpt
-from ..models.backbones import build_model
 from ..config import RunConfig
 from ..core import schedules
 from ..core.lars import LARS, lars_param_groups
 from ..core.momentum_bn import momentum_bn_layers
 from ..data.augment import AUGMENTATIONS, ResumableSampler, TwoViewDataset
 from ..data.datasets import build_dataset, dataset_stats, split_for
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf."""
+from ..models.backbones import model_from_config
+from . import checkpoint as ckpt
+from .loop import MetricsLog, TrainingDiverged
+from .step import schedule_for, train_step
 
 
 def setup_distributed(world_size: int) -> tuple[int, torch.device]:
@@ -73,12 +71,31 @@ def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
 
 
-def _all_mean(x: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        x = x.detach().clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
+def _two_view_data(cfg: RunConfig, rank: int) -> tuple[TwoViewDataset, ResumableSampler]:
+    mean, std = dataset_stats(cfg.data.dataset)
+    base = build_dataset(cfg.data.dataset, cfg.data.root, split_for(cfg.data.dataset, "pretrain"), cfg.data.image_size)
+    t1, t2 = AUGMENTATIONS[cfg.data.augmentation](
+        cfg.data.image_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
+        normalize_mean=mean, normalize_std=std,
+    )
+    dataset = TwoViewDataset(base, t1, t2, seed=cfg.train.seed)
+    sampler = ResumableSampler(
+        len(dataset), rank=rank, world_size=cfg.train.world_size, seed=cfg.train.seed,
+        per_rank_batch_size=cfg.train.bn_batch_size,
+    )
+    return dataset, sampler
+
+
+def _epoch_loader(dataset: TwoViewDataset, sampler: ResumableSampler, cfg: RunConfig, device, epoch: int,
+                  start_batch: int):
+    """A fresh loader per epoch: workers see set_epoch (no persistent workers), and a resumed
+    run skips exactly the batches this epoch already consumed."""
+    dataset.set_epoch(epoch)
+    sampler.set_epoch(epoch, start_batch=start_batch)
+    return iter(DataLoader(
+        dataset, batch_size=cfg.train.bn_batch_size, sampler=sampler, drop_last=True,
+        num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
+    ))
 
 
 def pretrain(
@@ -96,91 +113,45 @@ def pretrain(
     set_threads(cfg)
     rank, device = setup_distributed(cfg.train.world_size)
     world = cfg.train.world_size
-
-    # ---- data
-    mean, std = dataset_stats(cfg.data.dataset)
-    base = build_dataset(cfg.data.dataset, cfg.data.root, split_for(cfg.data.dataset, "pretrain"), cfg.data.image_size)
-    t1, t2 = AUGMENTATIONS[cfg.data.augmentation](
-        cfg.data.image_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
-        normalize_mean=mean, normalize_std=std,
-    )
-    dataset = TwoViewDataset(base, t1, t2, seed=cfg.train.seed)
-    sampler = ResumableSampler(
-        len(dataset), rank=rank, world_size=world, seed=cfg.train.seed,
-        per_rank_batch_size=cfg.train.bn_batch_size,
-    )
+    dataset, sampler = _two_view_data(cfg, rank)
     spe = schedules.steps_per_epoch(len(dataset), cfg.train.global_batch_size)
-    total_steps = max(1, round(cfg.train.epochs * spe))
-    last_step = min(total_steps, cfg.train.max_steps or total_steps)
-    warmup_steps = round(cfg.optim.warmup_epochs * spe)
+    schedule = schedule_for(cfg, spe)
+    last_step = min(schedule.total_steps, cfg.train.max_steps or schedule.total_steps)
 
     # ---- model (same seed on every rank: identical initial weights)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg).to(device)
+    model = model_from_config(cfg).to(device)
     optimizer = build_optimizer(model, cfg)
     step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=world)
     wrapped = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_initialized() else model
     model.train()
 
-    metrics = open(run_dir / "metrics.jsonl", "a") if rank == 0 else None
-    bar = None
-    if rank == 0 and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=last_step, initial=step, desc=run_dir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
+    bar = _progress_bar(run_dir, last_step, step) if rank == 0 and progress else None
     step_times: list[float] = []
     loss_value = math.nan
     loader_iter = None
     while step < last_step:
         epoch, batch_in_epoch = divmod(step, spe)
         if loader_iter is None or batch_in_epoch == 0:
-            # A fresh loader per epoch: workers see set_epoch (no persistent workers), and a
-            # resumed run skips exactly the batches this epoch already consumed.
-            dataset.set_epoch(epoch)
-            sampler.set_epoch(epoch, start_batch=batch_in_epoch)
-            loader_iter = iter(DataLoader(
-                dataset, batch_size=cfg.train.bn_batch_size, sampler=sampler, drop_last=True,
-                num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
-            ))
+            loader_iter = _epoch_loader(dataset, sampler, cfg, device, epoch, batch_in_epoch)
         t0 = time.perf_counter()
         view1, view2 = (v.to(device, non_blocking=True) for v in next(loader_iter))
-
-        lr = schedules.lr_at(
-            step, total_steps, peak_lr=cfg.peak_lr, warmup_steps=warmup_steps,
-            warmup_start_lr=schedules.warmup_start(cfg.peak_lr, cfg.optim.warmup_start),
-        )
-        # MoCo keeps its key encoder's momentum constant (0.999); BYOL's follows Eq. 8.
-        tau = 1.0 - cfg.m_base if cfg.method.framework == "moco" else schedules.tau_at(step, total_steps, cfg.m_base)
-        alpha = schedules.alpha_at(step, total_steps, cfg.method.alpha_base, cfg.method.fixed_alpha)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # FIDELITY: the reference code applies the EMA at the start of each step, i.e. after
-        # the previous optimizer step (a no-op at step 0, where teacher == student).
-        model.update_teacher(tau)
-        model.set_alpha(alpha)
-
-        loss = wrapped(view1, view2)
-        mean_loss = _all_mean(loss)  # every rank sees a divergence and stops together
-        loss_value = mean_loss.item()
-        if not math.isfinite(loss_value):
-            raise TrainingDiverged(
-                f"loss is {loss_value} at step {step} (lr {lr:.4g}): lower optim.lr_per_256 or check "
-                f"the data; the last good checkpoint is kept in {run_dir / 'checkpoints'}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        lr, tau, alpha = schedule(step)
+        try:
+            loss_value = train_step(model, optimizer, view1, view2, lr=lr, tau=tau, alpha=alpha, step=step,
+                                    forward=wrapped)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
+                                   f"is kept in {run_dir / 'checkpoints'}") from None
         step += 1
         if device.type == "cuda":
             torch.cuda.synchronize()
         step_times.append(time.perf_counter() - t0)
 
-        if metrics is not None and (step % cfg.train.log_every == 0 or step == last_step):
-            metrics.write(json.dumps({
-                "step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
-                "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time(),
-            }) + "\n")
-            metrics.flush()
+        if step % cfg.train.log_every == 0 or step == last_step:
+            metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
+                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time()})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
@@ -191,9 +162,19 @@ def pretrain(
             break
     if bar is not None:
         bar.close()
-    if metrics is not None:
-        metrics.close()
-    summary = {
+    metrics.close()
+    return _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, step_times, t_start), model
+
+
+def _progress_bar(run_dir: Path, last_step: int, step: int):
+    from tqdm import tqdm
+
+    return tqdm(total=last_step, initial=step, desc=run_dir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
+
+
+def _summary(cfg: RunConfig, model, device, step: int, total_steps: int, spe: int, loss_value: float,
+             step_times: list[float], t_start: float) -> dict:
+    return {
         "steps": step,
         "total_steps": total_steps,
         "steps_per_epoch": spe,
@@ -201,12 +182,11 @@ def pretrain(
         "final_loss": loss_value,
         "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup),
         "train_wall_s": time.time() - t_start,
-        "world_size": world,
+        "world_size": cfg.train.world_size,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "teacher_momentum_bn_layers": sum(1 for _ in momentum_bn_layers(model.teacher)),
     }
-    return summary, model
 
 
 def _sec_per_iter(times: list[float], warmup: int) -> float | None:

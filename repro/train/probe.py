@@ -16,8 +16,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..config import RunConfig
 from ..core import schedules
-from ..data.augment import Transformed, eval_transform, probe_train_transform
+from ..data.augment import Transformed, probe_train_transform
 from ..data.datasets import build_dataset, dataset_stats, num_classes, split_for
+from .loop import eval_transform_for, set_lr, topk_accuracy
 
 
 @torch.no_grad()
@@ -46,21 +47,6 @@ def knn_top1(train_f, train_y, test_f, test_y, *, k: int, temperature: float, cl
     return 100.0 * correct / len(test_f)
 
 
-def _accuracy(logits, labels) -> tuple[float, float]:
-    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    top1 = (top[:, 0] == labels).float().mean().item()
-    top5 = (top == labels[:, None]).any(1).float().mean().item()
-    return 100.0 * top1, 100.0 * top5
-
-
-def _eval_transform(cfg: RunConfig):
-    mean, std = dataset_stats(cfg.data.dataset)
-    size = cfg.data.image_size
-    # FIDELITY: ImageNet is evaluated with Resize(256) + CenterCrop(224).
-    return eval_transform(size, resize_to=round(size * 256 / 224) if size == 224 else None,
-                          normalize_mean=mean, normalize_std=std)
-
-
 def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, *, classes: int) -> dict:
     """Train Linear -> BN1d on frozen features; ``plain_train`` / ``test`` are (features, labels)."""
     p = cfg.probe
@@ -85,8 +71,7 @@ def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, 
         head.train()
         for i in range(steps_per_epoch):
             sl = slice(i * p.linear_batch_size, (i + 1) * p.linear_batch_size)
-            for group in opt.param_groups:
-                group["lr"] = lr * schedules.cosine_ramp(step, total)
+            set_lr(opt, lr * schedules.cosine_ramp(step, total))
             loss = F.cross_entropy(head(train_f[sl]), train_y[sl])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -95,7 +80,7 @@ def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, 
         if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.linear_epochs:
             head.eval()
             with torch.no_grad():
-                history.append((epoch + 1, *_accuracy(head(test[0]), test[1])))
+                history.append((epoch + 1, *topk_accuracy(head(test[0]), test[1])))
     final_epoch, top1, top5 = history[-1]
     best = max(history, key=lambda h: h[1])
     return {"top1": top1, "top5": top5, "best_top1": best[1], "best_epoch": best[0], "probe_epochs": final_epoch}
@@ -107,7 +92,7 @@ def evaluate(model, cfg: RunConfig, device) -> dict:
     train_set = build_dataset(name, root, split_for(name, "probe_train"), size)
     test_set = build_dataset(name, root, split_for(name, "probe_test"), size)
     encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(name)
-    plain = _eval_transform(cfg)
+    plain = eval_transform_for(cfg)
     train = features(encoder, train_set, plain, device, workers=cfg.data.workers)
     test = features(encoder, test_set, plain, device, workers=cfg.data.workers)
     result = linear_probe(encoder, train_set, train, test, cfg, device, classes=classes)

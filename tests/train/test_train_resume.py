@@ -70,7 +70,7 @@ def test_two_process_resume_is_exact_with_per_rank_state(tmp_path, distributed, 
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
-    real = train.build_model
+    real = train.model_from_config
 
     def poisoned(cfg):
         model = real(cfg)
@@ -78,7 +78,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
         model.forward = lambda v1, v2: forward(v1, v2) * float("nan")
         return model
 
-    monkeypatch.setattr(train, "build_model", poisoned)
+    monkeypatch.setattr(train, "model_from_config", poisoned)
     with pytest.raises(train.TrainingDiverged, match="loss is nan at step 0"):
         train.pretrain(smoke_config(), tmp_path, progress=False)
 
