@@ -78,7 +78,7 @@ table4: $(STAMP)
 # tables/out/table4.csv is rewritten only when its content changes, so the figure is
 # redrawn exactly when Table 4's results change, and never otherwise.
 figure3: $(FIG3)
-$(FIG3): tables/out/table4.csv figures/fig3_bn_batch.py tables/t04_bn_batch.yaml | $(STAMP)
+$(FIG3): tables/out/table4.csv figures/fig3_bn_batch.py repro/results/figures.py tables/t04_bn_batch.yaml | $(STAMP)
 	$(PY) figures/fig3_bn_batch.py
 tables/out/table4.csv: | $(STAMP)
 	$(REPRO) render t04 --profile $(PROFILE) --runs $(RUNS) > /dev/null

@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from ..config import ConfigError
 from ..grid import TABLES_DIR, Table, load_table
 from ..paths import REPO
 from ..rundir import read_json
+from . import figures as fig3
 from .claims import PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims, measured_values, paper_values
 from .collect import States, collect, display_frame, output_stem, summarise, write_if_changed
 
@@ -245,15 +245,7 @@ def _column_title(profile: str, scales: dict[str, str]) -> str:
 # --------------------------------------------------------------------------- figures
 
 
-def _fig3_module():
-    spec = importlib.util.spec_from_file_location("fig3_bn_batch", REPO / "figures" / "fig3_bn_batch.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def draw_figures(table_dirs: list[Path], out: Path) -> list[Path]:
-    fig3 = _fig3_module()
     frames = [fig3.paper_curves().assign(profile="paper", top1_std=None)]
     frames += [fig3.reproduced_points(d) for d in table_dirs]
     data = pd.concat([f for f in frames if len(f)], ignore_index=True)
