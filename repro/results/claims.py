@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -125,7 +126,7 @@ def claim_rows(claim: Claim) -> list[str]:
     return list(seen)
 
 
-def _validate(claim: Claim, where: str) -> None:
+def _validate(claim: Claim, where: str, table: Table) -> None:
     c = claim.check
     need = {"margin": ("better", "than"), "contrast": ("all",), "ratio": ("num", "den"), "trend": ("rows",)}[c.kind]
     for name in need:
@@ -135,7 +136,6 @@ def _validate(claim: Claim, where: str) -> None:
         raise ConfigError(f"{where}.check: a ratio check needs exactly one of at_most, at_least")
     if c.kind == "trend" and len(c.rows) < 2:
         raise ConfigError(f"{where}.check.rows: a trend needs at least two rows")
-    table = load_table(claim.table)
     ids = [r.id for r in table.rows]
     for row in claim_rows(claim):
         if row not in ids:
@@ -152,7 +152,10 @@ def _validate(claim: Claim, where: str) -> None:
                                   f"onto a row of {claim.table}")
 
 
-def load_claims(path: str | Path = CLAIMS_FILE) -> ClaimsFile:
+def load_claims(path: str | Path = CLAIMS_FILE, tables: Mapping[str, Table] | None = None) -> ClaimsFile:
+    """The claims file, each claim checked against its table (``tables``: already loaded, by name;
+    any other table is loaded once)."""
+    tables = dict(tables or {})
     data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with 'claims'")
@@ -163,7 +166,9 @@ def load_claims(path: str | Path = CLAIMS_FILE) -> ClaimsFile:
         if dup:
             raise ConfigError(f"claims: duplicate id {dup[0]!r}")
         for i, claim in enumerate(parsed.claims):
-            _validate(claim, f"claims[{i}] ({claim.id})")
+            if claim.table not in tables:
+                tables[claim.table] = load_table(claim.table)
+            _validate(claim, f"claims[{i}] ({claim.id})", tables[claim.table])
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return parsed

@@ -97,7 +97,8 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
     return out
 
 
-def _fmt(v, digits=2):
+def fmt(v, digits: int = 2) -> str:
+    """A value as the tables and the report print it: ``-`` when missing, else ``digits`` decimals."""
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return "-"
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
@@ -108,18 +109,18 @@ def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataF
     cols = {"Row": summary["label"]}
     for col, spec in table.columns.items():
         digits = 3 if col == "sec_per_iter" else 2
-        cols[f"{spec.label} (paper)"] = [_fmt(v, digits) for v in summary[f"paper_{col}"]]
+        cols[f"{spec.label} (paper)"] = [fmt(v, digits) for v in summary[f"paper_{col}"]]
         ours = []
         for v, sd in zip(summary[col], summary[f"{col}_std"]):
-            ours.append(_fmt(v, digits) + (f" ± {_fmt(sd, digits)}" if sd is not None and pd.notna(sd) else ""))
+            ours.append(fmt(v, digits) + (f" ± {fmt(sd, digits)}" if sd is not None and pd.notna(sd) else ""))
         cols[f"{spec.label} ({profile})"] = ours
         if col == "sec_per_iter" and "sec_per_iter_ratio" in summary:
-            cols["ratio (paper)"] = [_fmt(v) for v in summary["paper_sec_per_iter_ratio"]]
-            cols[f"ratio ({profile})"] = [_fmt(v) for v in summary["sec_per_iter_ratio"]]
+            cols["ratio (paper)"] = [fmt(v) for v in summary["paper_sec_per_iter_ratio"]]
+            cols[f"ratio ({profile})"] = [fmt(v) for v in summary["sec_per_iter_ratio"]]
         elif col != "sec_per_iter":
-            cols[f"Δ {spec.label}"] = [_fmt(v) for v in summary[f"{col}_delta"]]
+            cols[f"Δ {spec.label}"] = [fmt(v) for v in summary[f"{col}_delta"]]
     if "knn_top1" in summary and "knn_top1" not in table.columns:
-        cols[f"kNN top-1 ({profile})"] = [_fmt(v) for v in summary["knn_top1"]]
+        cols[f"kNN top-1 ({profile})"] = [fmt(v) for v in summary["knn_top1"]]
     cols["seeds"] = [f"{d}/{n}" for d, n in zip(summary["seeds_done"], summary["seeds"])]
     cols["status"] = summary["status"]
     return pd.DataFrame(cols)
@@ -140,18 +141,35 @@ def output_stem(table: Table) -> str:
     return f"table{int(digits)}" if digits else table.name
 
 
+def write_table_files(folder: str | Path, table: Table, profile: str, runs: pd.DataFrame, summary: pd.DataFrame,
+                      *, header: str, problems: str = "", runs_columns_out: tuple[str, ...] = (),
+                      tex: bool = True) -> dict[str, Path]:
+    """Write ``<folder>/tableN.{csv,md[,tex]}`` and ``tableN_runs.csv``; return the paths.
+
+    Every file is rewritten only when its content changes: make redraws figures from them
+    (Figure 3 from table4.csv) exactly when results change.
+    """
+    folder = Path(folder)
+    stem = output_stem(table)
+    paths = {ext: folder / f"{stem}.{ext}" for ext in ("csv", "md", "tex") if tex or ext != "tex"}
+    paths["runs"] = folder / f"{stem}_runs.csv"
+    shown = display_frame(table, summary, profile)
+    with_profile = summary.copy()
+    with_profile.insert(2, "profile", profile)
+    write_if_changed(paths["csv"], with_profile.to_csv(index=False))
+    write_if_changed(paths["runs"], runs.drop(columns=list(runs_columns_out), errors="ignore").to_csv(index=False))
+    write_if_changed(paths["md"], header + shown.to_markdown(index=False) + "\n" + problems)
+    if tex:
+        write_if_changed(paths["tex"], shown.to_latex(index=False, escape=True))
+    return paths
+
+
 def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
            states: States = rundir.run_states) -> dict[str, Path]:
     """Write ``<out>/tableN.{csv,md,tex}`` (and the per-run CSV); return the paths."""
     table = load_table(table_name)
     runs = collect(table, profile, runs_root, states)
     summary = summarise(table, runs, profile)
-    shown = display_frame(table, summary, profile)
-    out_dir = Path(out_dir)
-    stem = output_stem(table)
-    paths = {ext: out_dir / f"{stem}.{ext}" for ext in ("csv", "md", "tex")}
-    paths["runs"] = out_dir / f"{stem}_runs.csv"
-    summary.insert(2, "profile", profile)
     header = (
         f"# {table.title}\n\n"
         f"Profile `{profile}`: {table.profiles[profile].description}\n\n"
@@ -159,14 +177,7 @@ def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | 
         f"`{Path(runs_root)}` ({int((runs['status'] == 'done').sum())}/{len(runs)} runs done; "
         f"rendered {time.strftime('%Y-%m-%d %H:%M')}).\n\n"
     )
-    # Data files are rewritten only when their content changes: make redraws figures from
-    # them (Figure 3 from table4.csv) exactly when results change.
-    write_if_changed(paths["csv"], summary.to_csv(index=False))
-    write_if_changed(paths["runs"], runs.to_csv(index=False))
-    atomic_write(paths["md"], lambda f: f.write((header + shown.to_markdown(index=False) + "\n"
-                                                 + _problems(runs)).encode()))
-    atomic_write(paths["tex"], lambda f: f.write(shown.to_latex(index=False, escape=True).encode()))
-    return paths
+    return write_table_files(out_dir, table, profile, runs, summary, header=header, problems=_problems(runs))
 
 
 def _problems(runs: pd.DataFrame) -> str:

@@ -18,7 +18,7 @@ import base64
 import datetime as dt
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -29,8 +29,10 @@ from ..grid import TABLES_DIR, Table, load_table
 from ..paths import REPO
 from ..rundir import read_json
 from . import figures as fig3
-from .claims import PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims, measured_values, paper_values
-from .collect import States, collect, display_frame, output_stem, summarise, write_if_changed
+from .claims import (CLAIMS_FILE, PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims, measured_values,
+                     paper_values)
+from .collect import (States, collect, display_frame, fmt, output_stem, summarise, write_if_changed,
+                      write_table_files)
 
 PAPER_NUMBERS = "paper numbers"
 SECONDARY = {"top1": "knn_top1"}  # at reduced scale a top-1 claim is also checked on the kNN probe
@@ -124,24 +126,41 @@ def _utc(ts: float) -> str:
 # --------------------------------------------------------------------------- verdicts
 
 
-def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], profiles: list[str]) -> list[dict]:
+@dataclass(frozen=True)
+class ClaimVerdicts:
+    """A claim's verdicts: on the paper's own numbers, at each profile, and on the kNN probe."""
+
+    claim: Claim
+    table: Table
+    paper: Verdict  # the check applied to the values transcribed from the paper
+    profiles: dict[str, Verdict | None]  # None: the table has no such profile
+    knn: dict[str, Verdict] = field(default_factory=dict)  # reduced profiles with results: the kNN check
+
+    def at(self, column: str) -> Verdict | None:
+        """The verdict of a column of the verdicts table (``PAPER_NUMBERS`` or a profile)."""
+        return self.paper if column == PAPER_NUMBERS else self.profiles.get(column)
+
+
+def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], profiles: list[str],
+             tables: dict[str, Table]) -> list[ClaimVerdicts]:
     """One entry per claim: its verdict on the paper's numbers and at every profile."""
     out = []
     for claim in claims:
-        table = load_table(claim.table)
-        entry = {"claim": claim, PAPER_NUMBERS: evaluate(claim, paper_values(table, claim.metric), PAPER_NUMBERS)}
+        table = tables[claim.table]
+        paper = evaluate(claim, paper_values(table, claim.metric), PAPER_NUMBERS)
+        at_profile: dict[str, Verdict | None] = {}
+        knn: dict[str, Verdict] = {}
         for profile in profiles:
             tr = found.get((claim.table, profile))
             if profile not in table.profiles:
-                entry[profile] = None  # the table has no such scale
+                at_profile[profile] = None  # the table has no such scale
                 continue
             runs = tr.runs if tr is not None else pd.DataFrame(columns=["row", "status"])
-            entry[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile)
+            at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile)
             second = SECONDARY.get(claim.metric)
             if second and profile != PAPER_SCALE and tr is not None:
-                entry[(profile, second)] = evaluate(claim, measured_values(table, profile, runs, second),
-                                                    profile, second)
-        out.append(entry)
+                knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second)
+        out.append(ClaimVerdicts(claim, table, paper, at_profile, knn))
     return out
 
 
@@ -149,19 +168,15 @@ def _badge(v: str) -> str:
     return f'<span class="verdict v-{v.replace(" ", "-")}">{v}</span>'
 
 
-def _cell(entry: dict, profile: str) -> str:
-    v: Verdict | None = entry.get(profile)
+def _cell(entry: ClaimVerdicts, profile: str) -> str:
+    v = entry.at(profile)
     if v is None:
         return "—"
     text = _badge(v.verdict)
-    second = SECONDARY.get(v.metric)
-    if second and (profile, second) in entry and entry[(profile, second)].verdict != "not run":
-        text += f" (kNN: {_badge(entry[(profile, second)].verdict)})"
+    second = entry.knn.get(profile) if profile != PAPER_NUMBERS else None
+    if second is not None and second.verdict != "not run":
+        text += f" (kNN: {_badge(second.verdict)})"
     return text
-
-
-def _fmt(x: float | None, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def _evidence_md(v: Verdict, table: Table) -> list[str]:
@@ -169,9 +184,9 @@ def _evidence_md(v: Verdict, table: Table) -> list[str]:
     digits = 3 if v.metric == "sec_per_iter" else 2
     lines = [f"| row | source | n | mean | std | values ({v.metric}) |", "|---|---|---|---|---|---|"]
     for rv in v.evidence:
-        vals = ", ".join(_fmt(x, digits) for x in rv.values)
+        vals = ", ".join(fmt(x, digits) for x in rv.values)
         lines.append(f"| {labels.get(rv.row, rv.row)} (`{rv.row}`) | {rv.source} | {rv.n} | "
-                     f"{_fmt(rv.mean, digits)} | {_fmt(rv.std, digits)} | {vals} |")
+                     f"{fmt(rv.mean, digits)} | {fmt(rv.std, digits)} | {vals} |")
     lines += ["", "| condition | value | noise band (±) | outcome |", "|---|---|---|---|"]
     for r in v.results:
         if r.outcome == "not run":
@@ -179,34 +194,33 @@ def _evidence_md(v: Verdict, table: Table) -> list[str]:
             continue
         band = "not measured" if r.band is None else ("exact" if r.band == 0 else
                                                       (f"{r.band:.3f} (log ratio)" if r.condition.log else f"{r.band:.2f}"))
-        lines.append(f"| {r.condition.text} | {_fmt(r.shown, 3)} | {band} | {r.outcome} |")
+        lines.append(f"| {r.condition.text} | {fmt(r.shown, 3)} | {band} | {r.outcome} |")
     return lines
 
 
-def claims_markdown(entries: list[dict], profiles: list[str], scales: dict[str, str]) -> list[str]:
+def claims_markdown(entries: list[ClaimVerdicts], profiles: list[str], scales: dict[str, str]) -> list[str]:
     cols = [PAPER_NUMBERS] + profiles
     header = ["claim", "where"] + [_column_title(c, scales) for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in entries:
-        c: Claim = e["claim"]
+        c = e.claim
         cells = [f"[{c.id}](#claim-{c.id})", c.where] + [_cell(e, p) for p in cols]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "— : the table has no such profile. At reduced scales a top-1 claim is also checked on the "
               "kNN probe, shown in brackets when it ran.", ""]
-    counts = {p: {k: sum(1 for e in entries if e.get(p) is not None and e[p].verdict == k) for k in VERDICTS}
+    counts = {p: {k: sum(1 for e in entries if e.at(p) is not None and e.at(p).verdict == k) for k in VERDICTS}
               for p in profiles}
     for p in profiles:
         lines.append(f"- `{p}` ({_scale(p, scales)}): " + ", ".join(f"{n} {k}" for k, n in counts[p].items() if n))
     lines.append("")
     for e in entries:
-        c = e["claim"]
-        table = load_table(c.table)
+        c, table = e.claim, e.table
         lines += [f'<a id="claim-{c.id}"></a>', "", f"### {c.id}", "", f"{c.where}:", "", f"> “{c.quote}”", ""]
-        lines.append(f"Check on `{c.metric}` of {c.table}: " + "; ".join(r.condition.text for r in e[PAPER_NUMBERS].results)
+        lines.append(f"Check on `{c.metric}` of {c.table}: " + "; ".join(r.condition.text for r in e.paper.results)
                      + (f" (tolerance {c.tolerance:g})" if c.tolerance else "") + "." + (f" {c.note}" if c.note else ""))
         lines.append("")
         for p in cols:
-            v = e.get(p)
+            v = e.at(p)
             if v is None:
                 continue
             title = "The paper's own numbers (a check of the transcription, not evidence)" if p == PAPER_NUMBERS \
@@ -220,7 +234,7 @@ def claims_markdown(entries: list[dict], profiles: list[str], scales: dict[str, 
                     lines += [f"Pooled run-to-run std of `{v.metric}` at this profile: {v.noise:.3g}"
                               + (" (of log values)" if any(r.condition.log for r in v.results) else "") + ".", ""]
                 lines += _evidence_md(v, table) + [""]
-            second = e.get((p, SECONDARY.get(c.metric)))
+            second = e.knn.get(p) if p != PAPER_NUMBERS else None
             if second is not None and second.verdict != "not run":
                 noise = f" Pooled run-to-run std of `{second.metric}`: {second.noise:.3g}." if second.noise else ""
                 lines += [f"Same check on the kNN probe (`{second.metric}`): {_badge(second.verdict)}: "
@@ -261,16 +275,18 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
     """Write ``<out>/report.md`` and ``<out>/report.html``; return their paths."""
     roots = [Path(r) for r in roots]
     out = Path(out)
-    claims = load_claims(claims_file) if claims_file else load_claims()
-    tables = all_tables()
+    tables = all_tables()  # each table file loaded once for the whole report
+    by_name = {t.name: t for t in tables}
+    claims = load_claims(claims_file or CLAIMS_FILE, by_name)
     found = {k: v for k, v in discover(roots, tables, profiles, states).items() if k[1] not in exclude}
     seen = sorted({p for _, p in found}, key=lambda p: (p != PAPER_SCALE, p))
     shown_profiles = [PAPER_SCALE] + [p for p in seen if p != PAPER_SCALE]
 
     for (_, profile), tr in found.items():  # rendered tables, one folder per profile
-        _write_table(tr, out / "tables" / profile)
+        write_table_files(out / "tables" / profile, tr.table, profile, tr.runs, tr.summary,
+                          header=f"# {tr.table.title}\n\n", runs_columns_out=("error",), tex=False)
     figure_paths = draw_figures([out / "tables" / p for p in seen], out / "figures")
-    entries = verdicts(claims.claims, found, shown_profiles)
+    entries = verdicts(claims.claims, found, shown_profiles, by_name)
 
     md = ["# Momentum² Teacher: the paper's claims against reproduced results", ""]
     md += ["Each claim of the paper (Li, Liu, Sun 2020) is checked against the results of each profile "
@@ -338,17 +354,6 @@ def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], 
                    f"{' '.join(tr.table.profiles[tr.profile].description.split())}", "",
                    shown.to_markdown(index=False), ""]
     return md
-
-
-def _write_table(tr: TableResults, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = output_stem(tr.table)
-    summary = tr.summary.copy()
-    summary.insert(2, "profile", tr.profile)
-    write_if_changed(folder / f"{stem}.csv", summary.to_csv(index=False))
-    write_if_changed(folder / f"{stem}_runs.csv", tr.runs.drop(columns=["error"], errors="ignore").to_csv(index=False))
-    shown = display_frame(tr.table, tr.summary, tr.profile)
-    write_if_changed(folder / f"{stem}.md", f"# {tr.table.title}\n\n" + shown.to_markdown(index=False) + "\n")
 
 
 def _paper_only(table: Table) -> pd.DataFrame:
