@@ -21,8 +21,6 @@ TABLES_DIR = data_dir("tables")
 @dataclass(frozen=True)
 class Column:
     label: str  # header in the rendered table
-    unit: str = ""
-    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, 
     gen = torch.Generator().manual_seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
     head = nn.Sequential(nn.Linear(plain_train[0].shape[1], classes), nn.BatchNorm1d(classes))
-    lr = p.linear_lr_per_256 * p.linear_batch_size / 256
+    lr = schedules.scaled_lr(p.linear_lr_per_256, p.linear_batch_size)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     n_train = len(plain_train[1])
     steps_per_epoch = max(1, n_train // p.linear_batch_size)

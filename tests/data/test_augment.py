@@ -197,15 +197,6 @@ def test_sampler_epochs_differ_and_repeat():
     assert list(sampler) == epoch0
 
 
-def test_sampler_without_drop_last_pads_to_equal_shards():
-    samplers = [ResumableSampler(10, rank=rank, world_size=3, seed=0, per_rank_batch_size=3,
-                                 drop_last=False) for rank in range(3)]
-    shards = [list(sampler) for sampler in samplers]
-    assert [len(shard) for shard in shards] == [4, 4, 4]
-    assert set().union(*shards) == set(range(10))
-    assert [len(batch) for batch in _rank_batches(samplers[0])] == [3, 1]
-
-
 @settings(max_examples=60, deadline=None)
 @given(dataset_len=st.integers(8, 200), world_size=st.integers(1, 4),
        per_rank_batch_size=st.integers(1, 8), epoch=st.integers(0, 5), data=st.data())
