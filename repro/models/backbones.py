@@ -12,7 +12,8 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..core.model import HEAD_SIZES, StudentTeacher, mlp_head
+from ..core.heads import mlp_head
+from ..core.model import HEAD_SIZES, StudentTeacher
 from ..core.moco import MoCo, moco_head
 
 ARCHS = {"resnet18": (BasicBlock, [2, 2, 2, 2]), "resnet50": (Bottleneck, [3, 4, 6, 3])}
