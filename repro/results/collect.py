@@ -18,10 +18,10 @@ import pandas as pd
 from .. import rundir
 from ..atomic import atomic_write
 from ..grid import Table, expand, load_table
-from ..paths import data_dir
+from ..paths import output_dir
 from ..rundir import RunState, read_json
 
-OUT_DIR = data_dir("tables") / "out"
+OUT_DIR = output_dir()
 # How run states are read: from the directory alone by default; the command line passes the
 # launcher's ``repro.launch.slurm.run_states``, which asks SLURM too (a cancelled job leaves
 # no trace in its directory). The results never import the launcher.
