@@ -1,6 +1,6 @@
 """Where and when a set of results was produced: the machine, the commit, the wall time.
 
-``python -m repro.provenance OUT.json`` records the machine a campaign runs on (written
+``python -m repro.results.provenance OUT.json`` records the machine a campaign runs on (written
 before its first run); the report adds the wall time from the run records themselves
 (first submission to last finish).
 """
@@ -67,5 +67,5 @@ def record(path: str | Path, command: str = "") -> dict:
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m repro.provenance OUT.json [COMMAND...]")
+        sys.exit("usage: python -m repro.results.provenance OUT.json [COMMAND...]")
     print(json.dumps(record(sys.argv[1], " ".join(sys.argv[2:])), indent=2))
