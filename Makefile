@@ -81,7 +81,7 @@ table4: $(STAMP)
 # $(OUT)/table4.csv is rewritten only when its content changes, so the figure is
 # redrawn exactly when Table 4's results change, and never otherwise.
 figure3: $(FIG3)
-$(FIG3): $(OUT)/table4.csv figures/fig3_bn_batch.py tables/t04_bn_batch.yaml | $(STAMP)
+$(FIG3): $(OUT)/table4.csv figures/fig3_bn_batch.py repro/results/figures.py tables/t04_bn_batch.yaml | $(STAMP)
 	$(PY) figures/fig3_bn_batch.py --results $(OUT) --out $(FIG_OUT)
 $(OUT)/table4.csv: | $(STAMP)
 	$(REPRO) render t04 --profile $(PROFILE) --runs $(RUNS) --out $(OUT) > /dev/null
@@ -94,7 +94,7 @@ tables: $(STAMP)
 # The committed CPU-scale evidence (README, "What the CPU-scale evidence says"). Finished
 # runs are skipped, so an interrupted campaign resumes where it stopped.
 cpu-evidence: $(STAMP)
-	test -f $(CPU_RUNS)/machine.json || $(PY) -m repro.provenance $(CPU_RUNS)/machine.json make cpu-evidence
+	test -f $(CPU_RUNS)/machine.json || $(PY) -m repro.results.provenance $(CPU_RUNS)/machine.json make cpu-evidence
 	for t in t01 t06 t04; do \
 	  $(REPRO) run $$t --profile cpu --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables || exit 1; done
 	$(MAKE) --no-print-directory cpu-report

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from repro.provenance import cpu_model  # noqa: E402
+from repro.results.provenance import cpu_model  # noqa: E402
 
 
 def machine(device: str = "cpu") -> str:

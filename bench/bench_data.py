@@ -4,7 +4,7 @@ For digits at 16 px (the local profile: half-width ResNet-18 with a 3x3 stem, 32
 process, 1 thread per process) and synthetic images at 96 px (ResNet-18 at the STL10 size),
 interleaved in one run:
   * the loader alone with 0, 1 and 2 DataLoader workers, a fresh loader per call as
-    repro/train.py makes one per epoch; its first batch (worker start-up) is shown apart;
+    repro/train/pretrain.py makes one per epoch; its first batch (worker start-up) is shown apart;
   * K training steps on one cached batch: what the step consumes, without loading;
   * K training steps fed by a fresh loader with 0 and 1 workers: the loader in the loop.
 The loader is a bottleneck where feeding the step from it is clearly slower than the cached

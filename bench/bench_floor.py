@@ -16,7 +16,7 @@ import _timing
 import torch
 
 from bench_momentum_bn import make_step
-from repro.backbones import build_student_teacher
+from repro.models.backbones import build_student_teacher
 from repro.core.ema import ema_update
 from repro.core.model import symmetrised_loss
 

@@ -1,8 +1,8 @@
 """Momentum BN overhead: a full training step with a plain-BN teacher vs a Momentum BN teacher.
 
-One step is what repro/train.py does: EMA update (model.update_teacher), set alpha, student
-forward on both views, teacher forward on both views (inside the model; for ``mbn`` under the
-lazy two-view update), loss, backward, SGD step. Both models start from the same weights and
+One step is the training loop's own (repro.train.step.train_step): EMA update (model.update_teacher),
+set alpha, student forward on both views, teacher forward on both views (inside the model; for
+``mbn`` under the lazy two-view update), loss, the finite-loss check, backward, SGD step. Both models start from the same weights and
 see the same batch. Goal (issue 8): ratio mbn / bn at most 1.02. Then the layer alone against
 nn.BatchNorm2d in training mode (no grad, as in the teacher) on a 32x64x48x48 tensor, with
 the ways to its batch statistics that the core chose between.
@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from repro.backbones import build_student_teacher
+from repro.models.backbones import build_student_teacher
 from repro.core.momentum_bn import MomentumBatchNorm2d, deferred_update, set_alpha
+from repro.train.step import train_step
 
 DEFAULT_SIZES = "resnet18:96:8,resnet50:224:4"  # arch:image px:images per view
 
@@ -41,14 +42,13 @@ def make_step(arch: str, image_size: int, batch: int, teacher_norm: str, *, devi
              for _ in range(2)]
     forward = torch.compile(model) if compile else model
 
-    def step(*batch: torch.Tensor) -> None:
-        model.update_teacher(0.99)
-        model.set_alpha(0.5)  # any alpha < 1 costs the same; 0.5 exercises the blend
+    def loss_of(view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
-            loss = forward(*(batch or views))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            return forward(view1, view2)
+
+    def step(*batch: torch.Tensor) -> None:
+        # any alpha < 1 costs the same; 0.5 exercises the blend
+        train_step(model, optimizer, *(batch or views), lr=0.05, tau=0.99, alpha=0.5, forward=loss_of)
 
     return step
 

@@ -1,7 +1,7 @@
 """Table 1's Sec/Iter column on CPU: seconds per step of each student/teacher norm pair.
 
 Two processes (torch.multiprocessing.spawn, gloo, 1 thread each by default), the model
-wrapped in DistributedDataParallel with broadcast_buffers=False as in repro/train.py, each
+wrapped in DistributedDataParallel with broadcast_buffers=False as in repro/train/pretrain.py, each
 rank its own batch. The six BYOL pairs and MoCo v2's two key encoders (Table 3: shuffling
 BN, Momentum BN) run interleaved in one job; a barrier before and after each timed step
 makes its time that of the slower rank. BYOL ratios to bn/bn are printed next to the
@@ -25,7 +25,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
-from repro.backbones import build_moco, build_student_teacher
+from repro.models.backbones import build_moco, build_student_teacher
+from repro.train.step import train_step
 
 # (student norm, teacher norm) -> the paper's Table 1 seconds per iteration
 PAPER_SEC_PER_ITER = {
@@ -47,13 +48,8 @@ def make_ddp_step(model, args, rank: int, tau: float, alpha: float):
     g = torch.Generator().manual_seed(rank)
     v1, v2 = (torch.randn(args.batch, 3, args.image_size, args.image_size, generator=g) for _ in range(2))
 
-    def step() -> None:
-        model.update_teacher(tau)
-        model.set_alpha(alpha)
-        loss = ddp(v1, v2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step() -> None:  # the training loop's own step (repro.train.step.train_step)
+        train_step(model, optimizer, v1, v2, lr=0.05, tau=tau, alpha=alpha, forward=ddp)
 
     return step
 

@@ -37,7 +37,7 @@ from torch.testing import assert_close
 
 from bench_floor import bench_ema, bench_floor
 from bench_momentum_bn import bench_layer, bench_step
-from repro.backbones import build_student_teacher
+from repro.models.backbones import build_student_teacher
 from repro.core import sync_bn
 from repro.core.momentum_bn import MomentumBatchNorm1d, MomentumBatchNorm2d, deferred_update, set_alpha
 

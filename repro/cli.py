@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import CheckpointError
+from .train.checkpoint import CheckpointError
 from .config import ConfigError
 from .data.datasets import DatasetNotFound
 
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from . import results
+    from .launch import slurm, status
+    from .results import collect as results
     from .grid import TABLES_DIR, load_table
 
     if args.command == "list":
@@ -83,23 +84,26 @@ def _dispatch(args) -> int:
             print(f"{table.name:<5} {table.title}  [profiles: {', '.join(table.profiles)}]")
         return 0
     if args.command == "status":
-        print(results.STATUS_HEADER)
-        print("\n".join(results.status_lines(args.table, args.profile, args.runs)))
+        print(status.STATUS_HEADER)
+        print("\n".join(status.status_lines(args.table, args.profile, args.runs)))
         return 0
     if args.command == "report":
-        from .report import build
+        from .results.report import build
 
         profiles = args.profiles
-        paths = build(args.runs or ["runs"], args.out, profiles, exclude=() if profiles else ("smoke",))
+        paths = build(args.runs or ["runs"], args.out, profiles, exclude=() if profiles else ("smoke",),
+                      states=slurm.run_states)
         print(f"written: {paths['md']}, {paths['html']}")
         return 0
     if args.command == "render":
-        paths = results.render(args.table, args.profile, args.runs, **({"out_dir": args.out} if args.out else {}))
+        paths = results.render(args.table, args.profile, args.runs, states=slurm.run_states,
+                               **({"out_dir": args.out} if args.out else {}))
         print(Path(paths["md"]).read_text())
         return 0
     if args.command == "sbatch":
         return _print_sbatch(args.table, args.profile, args.cluster, args.runs)
-    from .launch import launch, load_cluster, wait
+    from .launch.cluster import load_cluster
+    from .launch.submit import launch, wait
 
     confirm = None
     if args.profile == "paper":
@@ -110,15 +114,16 @@ def _dispatch(args) -> int:
         print("nothing submitted", file=sys.stderr)
         return 1
     failures = []
-    slurm = load_cluster(args.cluster).executor == "slurm"
-    if report.jobs and (args.wait if args.wait is not None else not slurm):
+    on_slurm = load_cluster(args.cluster).executor == "slurm"
+    if report.jobs and (args.wait if args.wait is not None else not on_slurm):
         print(f"waiting for {len(report.jobs)} runs (logs: {Path(args.runs) / '.submitit'}/<job>/; "
               f"python -m repro status {args.table} --profile {args.profile} --runs {args.runs})", flush=True)
         failures = wait(report, Path(args.runs).resolve())
     elif report.jobs:
         print(f"submitted {len(report.jobs)} runs; follow them with: python -m repro status {args.table} "
               f"--profile {args.profile} --runs {args.runs}")
-    paths = results.render(args.table, args.profile, args.runs, **({"out_dir": args.out} if args.out else {}))
+    paths = results.render(args.table, args.profile, args.runs, states=slurm.run_states,
+                               **({"out_dir": args.out} if args.out else {}))
     print(Path(paths["md"]).read_text())
     print(f"written: {', '.join(str(p) for p in paths.values())}")
     if failures or report.skipped_failed:
@@ -129,8 +134,9 @@ def _dispatch(args) -> int:
 
 def _print_sbatch(table_name: str, profile: str, cluster_name: str, runs_root: str) -> int:
     """Every run of the grid goes in one array per world size: print each array's sbatch file."""
-    from .launch import load_cluster, plan, sbatch_text
-    from .tasks import tasks_per_job
+    from .launch.cluster import load_cluster, sbatch_text
+    from .launch.submit import plan
+    from .launch.tasks import tasks_per_job
 
     cluster, runs = load_cluster(cluster_name), plan(table_name, profile)
     root = Path(runs_root).resolve()
@@ -144,7 +150,7 @@ def _print_sbatch(table_name: str, profile: str, cluster_name: str, runs_root: s
 
 def _confirm_cost(table_name: str, runs, *, assume_yes: bool) -> bool:
     """Print what the runs cost in GPU-hours; ask on the terminal unless ``--yes``."""
-    from .cost import describe, estimate
+    from .results.cost import describe, estimate
     from .grid import load_table
 
     print(f"about to submit {len(runs)} paper-scale runs, at the paper's seconds per iteration:")

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import yaml
 
+from .core import schedules
+
 
 class ConfigError(ValueError):
     """A config file or value is wrong; the message names the key and the fix."""
@@ -173,7 +175,7 @@ class RunConfig:
 
     @property
     def peak_lr(self) -> float:
-        return self.optim.lr_per_256 * self.train.global_batch_size / 256
+        return schedules.scaled_lr(self.optim.lr_per_256, self.train.global_batch_size)
 
     @property
     def m_base(self) -> float:

@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig, config_hash, from_dict, load_yaml, merge, to_dict, undot
+from .paths import data_dir
 
-TABLES_DIR = Path(__file__).resolve().parents[1] / "tables"
+TABLES_DIR = data_dir("tables")
 
 
 @dataclass(frozen=True)
 class Column:
     label: str  # header in the rendered table
-    unit: str = ""
-    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)

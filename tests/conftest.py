@@ -15,6 +15,17 @@ import torch.multiprocessing as mp
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """Each test leaves os.environ as it found it. submitit's TorchDistributedEnvironment.export
+    (tests/launch/test_slurm_sbatch.py) sets MASTER_ADDR & co. itself, which would otherwise
+    reach the jobs that later tests launch ("MASTER_ADDR is already set")."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,7 +68,7 @@ def pretrained_runs_root(tmp_path_factory):
     import dataclasses
     import json
 
-    from repro import train
+    from repro.train import pretrain as train
     from repro.grid import expand, load_table
 
     root = tmp_path_factory.mktemp("pretrained_runs")

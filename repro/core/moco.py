@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ema import ema_update
-from .model import Branch
+from .heads import Branch
 from .momentum_bn import convert_to_momentum_bn, set_alpha
 
 TEACHER_NORMS = ("shuffle", "mbn", "bn")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ema import ema_update
+from .heads import Branch
 from .momentum_bn import convert_to_momentum_bn, deferred_update, set_alpha
 from .sync_bn import convert_to_sync_bn
 
@@ -29,16 +30,6 @@ TEACHER_NORMS = ("bn", "syncbn", "mbn", "eman")
 # FIDELITY: ResNet-50 2048 -> 4096 -> 256 (reference code); ResNet-18 512 -> 512 -> 128
 # (paper, STL10). DEVIATION: the ResNet-18 predictor (128 -> 512 -> 128) is not stated.
 HEAD_SIZES = {"resnet18": (512, 128), "resnet50": (4096, 256)}
-
-
-def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear -> BN1d -> ReLU -> Linear, every Linear with bias (SPEC §2)."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim),
-        nn.BatchNorm1d(hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim),
-    )
 
 
 def regression_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,20 +43,6 @@ def symmetrised_loss(p1, p2, k1, k2) -> torch.Tensor:
     The two terms are SUMMED: averaging them halves the gradient (SPEC §6).
     """
     return (regression_loss(p1, k2.detach()) + regression_loss(p2, k1.detach())).mean()
-
-
-class Branch(nn.Module):
-    """encoder -> projector (-> predictor, student only)."""
-
-    def __init__(self, encoder: nn.Module, projector: nn.Module, predictor: nn.Module | None = None):
-        super().__init__()
-        self.encoder = encoder
-        self.projector = projector
-        self.predictor = predictor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.projector(self.encoder(x))
-        return z if self.predictor is None else self.predictor(z)
 
 
 class StudentTeacher(nn.Module):

@@ -65,3 +65,16 @@ def equivalent_hparams(lr: float, m_base: float, k: float) -> tuple[float, float
     if k <= 0:
         raise ValueError(f"batch multiplier must be positive, got {k}")
     return lr * k, m_base * k
+
+
+def steps_per_epoch(dataset_len: int, global_batch_size: int) -> int:
+    """Optimizer steps in one epoch: full global batches only (drop_last), floor division.
+
+    E.g. STL10 train+unlabeled: 105,000 // 2048 = 51 steps (SPEC §4). Raises when not even one
+    batch fits, which would silently make a run of zero steps.
+    """
+    steps = dataset_len // global_batch_size
+    if steps == 0:
+        raise ValueError(f"dataset of {dataset_len} images has no full batch of "
+                         f"{global_batch_size}")
+    return steps

@@ -20,6 +20,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
+from ..core.schedules import steps_per_epoch
+
 # FIDELITY: the reference code normalises with ImageNet's statistics for every dataset it runs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -194,6 +196,27 @@ class Transformed(Dataset):
         return self.transform(image), label
 
 
+class SeededTransformed(Dataset):
+    """(transform(image), label), with the global generator seeded from (seed, epoch, index)
+    as in `TwoViewDataset`: an item's random crop depends on nothing else (workers, resume).
+    Fine-tuning's training set."""
+
+    def __init__(self, base: Dataset, transform: Transform, seed: int):
+        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(derive_seed(self.seed, self.epoch, int(i)))
+            image, label = self.base[i]
+            return self.transform(image), label
+
+
 class TwoViewDataset(Dataset):
     """Wraps a dataset of (image, label); yields (view1, view2) (SPEC §3; paper Section 3.4).
 
@@ -229,29 +252,14 @@ class TwoViewDataset(Dataset):
             return self.transform1(image), self.transform2(image)
 
 
-def steps_per_epoch(dataset_len: int, global_batch_size: int) -> int:
-    """Optimizer steps in one epoch: full global batches only (drop_last), floor division.
-
-    E.g. STL10 train+unlabeled: 105,000 // 2048 = 51 steps (SPEC §4). Raises when not even one
-    batch fits, which would silently make a run of zero steps.
-    """
-    steps = dataset_len // global_batch_size
-    if steps == 0:
-        raise ValueError(f"dataset of {dataset_len} images has no full batch of "
-                         f"{global_batch_size}")
-    return steps
-
-
 class ResumableSampler(Sampler[int]):
     """Per-epoch seeded permutation, sharded across ranks, that can resume mid-epoch.
 
     Like DistributedSampler, rank r takes positions r, r + world_size, ... of the epoch's
     permutation; so global batch k (all ranks' k-th batches together) is exactly the permutation
     slice [k * G, (k + 1) * G) with G = world_size * per_rank_batch_size, whatever the rank count.
-    With drop_last (training), the tail that does not fill a global batch is dropped, so every rank
-    yields `steps_per_epoch(dataset_len, G)` full batches. Without it (evaluation), the
-    permutation is padded by wrapping around to a multiple of world_size, as DistributedSampler
-    does, and the last batch of a rank may be short.
+    The tail that does not fill a global batch is dropped (drop_last, the training loop's only
+    use), so every rank yields `steps_per_epoch(dataset_len, G)` full batches.
 
     `set_epoch(epoch, start_batch=k)` skips each rank's first k batches: a run checkpointed after k
     steps of an epoch resumes with exactly the batches the uninterrupted run would have seen next.
@@ -259,7 +267,7 @@ class ResumableSampler(Sampler[int]):
     """
 
     def __init__(self, dataset_len: int, *, rank: int, world_size: int, seed: int,
-                 per_rank_batch_size: int, drop_last: bool = True) -> None:
+                 per_rank_batch_size: int) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside [0, {world_size})")
         self.dataset_len = dataset_len
@@ -267,16 +275,10 @@ class ResumableSampler(Sampler[int]):
         self.world_size = world_size
         self.seed = seed
         self.per_rank_batch_size = per_rank_batch_size
-        self.drop_last = drop_last
         self.epoch = 0
         self.start_batch = 0
-        global_batch_size = world_size * per_rank_batch_size
-        if drop_last:
-            self.num_batches = steps_per_epoch(dataset_len, global_batch_size)
-            self._rank_len = self.num_batches * per_rank_batch_size
-        else:
-            self._rank_len = math.ceil(dataset_len / world_size)
-            self.num_batches = math.ceil(self._rank_len / per_rank_batch_size)
+        self.num_batches = steps_per_epoch(dataset_len, world_size * per_rank_batch_size)
+        self._rank_len = self.num_batches * per_rank_batch_size
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's permutation; skip this rank's first `start_batch` batches."""
@@ -288,9 +290,7 @@ class ResumableSampler(Sampler[int]):
     def _rank_indices(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         permutation = torch.randperm(self.dataset_len, generator=generator)
-        used_len = self._rank_len * self.world_size
-        if used_len > self.dataset_len:  # Only without drop_last: wrap around to pad.
-            permutation = permutation.repeat(math.ceil(used_len / self.dataset_len))
+        used_len = self._rank_len * self.world_size  # at most dataset_len: full global batches only
         return permutation[self.rank:used_len:self.world_size]
 
     def __iter__(self) -> Iterator[int]:

@@ -158,6 +158,20 @@ def _load_rgb(path: str) -> torch.Tensor:
         return pil_to_tensor(image.convert("RGB")).contiguous()
 
 
+class ImageFiles(Dataset):
+    """(path, label) samples read as uint8 RGB tensors (e.g. the SimCLR 1% / 10% ImageNet lists)."""
+
+    def __init__(self, samples: list[tuple[str, int]]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        path, label = self.samples[i]
+        return _load_rgb(path), label
+
+
 def imagenet(root: str | os.PathLike, split: str) -> Dataset:
     """ImageNet-1k as `ROOT/{train,val}/<class folder>/<image>` (SPEC §4), via ImageFolder.
 

@@ -38,6 +38,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 import fvcore.nn.weight_init as weight_init
 
+from ..atomic import atomic_write_text
 from .detectron2 import RESULTS_FILE, lvis_numpy_guard
 
 # --------------------------------------------------------------------------- backbones
@@ -250,9 +251,7 @@ def train_and_evaluate(d2cfg: dict, sources: dict[str, dict]) -> None:
         if not results:
             raise RuntimeError("Detectron2 trained but returned no evaluation results")
         payload = {"evaluation": _plain(results), "iterations": int(last_iter)}
-        tmp = Path(output_dir, RESULTS_FILE + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, Path(output_dir, RESULTS_FILE))
+        atomic_write_text(Path(output_dir, RESULTS_FILE), json.dumps(payload, indent=2))
     comm.synchronize()
 
 

@@ -5,7 +5,8 @@ Detectron2 is an optional extra (not on PyPI, never vendored): this module impor
 
 - `detectron2_config(cfg, weights, output_dir, datasets)`: the run's Detectron2 config as a PLAIN
   dict (base config of Detectron2's model zoo + dotted overrides), so the numbers can be checked
-  against SPEC §4 without Detectron2;
+  against SPEC §4 without Detectron2: one frozen `DetectionPlan` (iterations, steps, warm-up, lr,
+  depth, norm, classes, PreciseBN iterations, sizes) rendered as yacs or LazyConfig overrides;
 - `parse_metrics` / `read_metrics_json`: box and mask AP, AP50, AP75 from Detectron2's
   evaluation results (the nested dict its evaluators return, or the `metrics.json` it writes);
 - `lvis_numpy_guard`: lvis 0.5.3 calls `np.float`, which numpy 2 removed (ENV.md);
@@ -46,9 +47,11 @@ import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..checkpoint import sha256
+from ..atomic import atomic_write_text
+from ..train.checkpoint import sha256
 from ..config import ConfigError, RunConfig
 from . import synthetic
 
@@ -136,31 +139,105 @@ def require_detectron2():
 # --------------------------------------------------------------------------- the config
 
 
-def _schedule(cfg: RunConfig) -> tuple[int, list[int], int]:
-    """(max_iter, steps, warm-up iterations) of the run."""
+def _tenth_of_run(default: int, max_iter: int) -> int:
+    """DEVIATION (shortened runs of the small profiles): the warm-up and PreciseBN's forward
+    passes are capped at a tenth of the run (200 extra passes would double a 200-iteration CPU
+    run), and at least 1."""
+    return max(1, min(default, max_iter // 10))
+
+
+def _schedule(cfg: RunConfig) -> tuple[int, list[int], int, int]:
+    """(max_iter, steps, warm-up iterations, PreciseBN iterations) of the run."""
     full_iter, full_steps = SCHEDULES[cfg.detection.schedule]
     max_iter = cfg.detection.max_iter
     if max_iter is None:
-        return full_iter, list(full_steps), WARMUP_ITERS
+        return full_iter, list(full_steps), WARMUP_ITERS, PRECISE_BN_ITERS
     if max_iter < 1:
         raise ConfigError(f"detection.max_iter: must be positive, got {max_iter}")
-    # DEVIATION (shortened runs of the small profiles): the steps keep their place in the
-    # schedule (2/3 and 8/9 of the run; a run too short to hold both keeps those that fall
-    # strictly inside it, as Detectron2's scheduler requires) and the warm-up is capped at a
-    # tenth of the run.
+    # DEVIATION (shortened runs): the steps keep their place in the schedule (2/3 and 8/9 of the
+    # run; a run too short to hold both keeps those that fall strictly inside it, as Detectron2's
+    # scheduler requires).
     steps = sorted({round(max_iter * s / full_iter) for s in full_steps} & set(range(1, max_iter)))
-    return max_iter, steps, max(1, min(WARMUP_ITERS, max_iter // 10))
-
-
-def _backbone_is_standard(cfg: RunConfig) -> bool:
-    """Whether Detectron2's stock ResNet builder can hold our backbone (7x7 stem, width 64)."""
-    return cfg.model.width == 64 and not cfg.model.small_stem
+    return max_iter, steps, _tenth_of_run(WARMUP_ITERS, max_iter), _tenth_of_run(PRECISE_BN_ITERS, max_iter)
 
 
 def _levels(names: list[str], shift: int) -> list[str]:
     """FPN level names after the stem: Detectron2 names a level p<log2(stride)>; the small stem
     (stride 1 instead of 4) shifts every level down by 2."""
     return [f"p{int(n[1:]) - shift}" for n in names]
+
+
+@dataclass(frozen=True)
+class DetectionPlan:
+    """What a detection run's Detectron2 config is made of, computed once from the run's config
+    (:func:`detection_plan`) and rendered as yacs or LazyConfig overrides."""
+
+    detector: str
+    dataset: str
+    max_iter: int
+    steps: tuple[int, ...]
+    warmup: int  # iterations
+    base_lr: float
+    ims_per_batch: int
+    depth: int  # 18 or 50
+    width: int
+    small_stem: bool
+    norm: str
+    num_classes: int
+    precise_bn_iters: int
+    train_sizes: tuple[int, ...]  # short edge, sampled per image
+    test_size: int
+    max_size: int
+    seed: int
+    eval_period: int
+    checkpoint_period: int
+    workers: int
+
+    @property
+    def lvis(self) -> bool:
+        return self.dataset in ("lvis_v0.5", "synthetic_lvis")
+
+    @property
+    def synthetic(self) -> bool:
+        return self.dataset in SYNTHETIC
+
+    @property
+    def shift(self) -> int:
+        return 2 if self.small_stem else 0
+
+    @property
+    def standard_backbone(self) -> bool:
+        """Whether Detectron2's stock ResNet builder can hold our backbone (7x7 stem, width 64)."""
+        return self.width == 64 and not self.small_stem
+
+
+def detection_plan(cfg: RunConfig) -> DetectionPlan:
+    """The run's plan; raises ConfigError for combinations the paper does not define."""
+    d = cfg.detection
+    if d.dataset in ("lvis_v0.5", "synthetic_lvis") and d.detector != "mask_rcnn":
+        raise ConfigError(f"detection.detector: LVIS (Table 11) is run with mask_rcnn only, got {d.detector!r}")
+    if cfg.model.arch not in ("resnet18", "resnet50"):
+        raise ConfigError(f"model.arch: {cfg.model.arch!r} has no Detectron2 ResNet")
+    max_iter, steps, warmup, precise_bn_iters = _schedule(cfg)
+    if d.dataset in SYNTHETIC:
+        # DEVIATION (CPU stand-in data): the synthetic images are small (32 x 40): no rescaling.
+        h, w = synthetic.DEFAULT_HEIGHT, synthetic.DEFAULT_WIDTH
+        train_sizes, test_size, max_size = (h,), h, w
+    else:
+        train_sizes, test_size, max_size = tuple(COCO_TRAIN_SIZES), COCO_TEST_SIZE, COCO_MAX_SIZE
+    return DetectionPlan(
+        detector=d.detector, dataset=d.dataset, max_iter=max_iter, steps=tuple(steps), warmup=warmup,
+        # Detectron2's lr is for 16 images per step; another batch scales it linearly (its own
+        # rule, SOLVER.REFERENCE_WORLD_SIZE). The paper profiles run 16: 0.02 / 0.01 as SPEC §4.
+        base_lr=d.base_lr if d.base_lr is not None else BASE_LR[d.detector] * d.ims_per_batch / 16,
+        ims_per_batch=d.ims_per_batch, depth=50 if cfg.model.arch == "resnet50" else 18, width=cfg.model.width,
+        small_stem=cfg.model.small_stem,
+        # FIDELITY: SyncBN in the backbone and the FPN only (SPEC §4), the heads keep Detectron2's
+        # defaults. In one process (the CPU profiles) SyncBN computes plain BN statistics.
+        norm="SyncBN", num_classes=NUM_CLASSES[d.dataset], precise_bn_iters=precise_bn_iters,
+        train_sizes=train_sizes, test_size=test_size, max_size=max_size, seed=cfg.train.seed,
+        eval_period=d.eval_period, checkpoint_period=min(cfg.train.checkpoint_every, max_iter), workers=cfg.data.workers,
+    )
 
 
 def detectron2_config(cfg: RunConfig, weights: str | os.PathLike, output_dir: str | os.PathLike,
@@ -173,129 +250,108 @@ def detectron2_config(cfg: RunConfig, weights: str | os.PathLike, output_dir: st
     "_target_" replaces the whole node by that object. `datasets` = (train name, test name), as
     registered by the caller. Raises ConfigError for combinations the paper does not define.
     """
-    d = cfg.detection
-    lvis = d.dataset in ("lvis_v0.5", "synthetic_lvis")
-    if lvis and d.detector != "mask_rcnn":
-        raise ConfigError(f"detection.detector: LVIS (Table 11) is run with mask_rcnn only, got {d.detector!r}")
-    if cfg.model.arch not in ("resnet18", "resnet50"):
-        raise ConfigError(f"model.arch: {cfg.model.arch!r} has no Detectron2 ResNet")
-    max_iter, steps, warmup = _schedule(cfg)
-    # Detectron2's lr is for 16 images per step; another batch scales it linearly (its own
-    # rule, SOLVER.REFERENCE_WORLD_SIZE). The paper profiles run 16: 0.02 / 0.01 as SPEC §4.
-    base_lr = d.base_lr if d.base_lr is not None else BASE_LR[d.detector] * d.ims_per_batch / 16
-    depth = 50 if cfg.model.arch == "resnet50" else 18
-    width = cfg.model.width
-    shift = 2 if cfg.model.small_stem else 0
-    num_classes = NUM_CLASSES[d.dataset]
-    # DEVIATION (shortened runs): PreciseBN's forward passes are capped, like the warm-up, at a
-    # tenth of the run (200 extra passes would double a 200-iteration CPU run).
-    precise_bn_iters = PRECISE_BN_ITERS if cfg.detection.max_iter is None else max(1, min(PRECISE_BN_ITERS, max_iter // 10))
-    # FIDELITY: SyncBN in the backbone and the FPN only (SPEC §4), the heads keep Detectron2's
-    # defaults. In one process (the CPU profiles) SyncBN computes plain BN statistics.
-    norm = "SyncBN"
-    if d.dataset in SYNTHETIC:
-        # DEVIATION (CPU stand-in data): the synthetic images are small (32 x 40): no rescaling.
-        h, w = synthetic.DEFAULT_HEIGHT, synthetic.DEFAULT_WIDTH
-        train_sizes, test_size, max_size = [h], h, w
-    else:
-        train_sizes, test_size, max_size = COCO_TRAIN_SIZES, COCO_TEST_SIZE, COCO_MAX_SIZE
-
-    if d.detector == "fcos":
+    plan = detection_plan(cfg)
+    if plan.detector == "fcos":
         return {"base_config": BASE_CONFIGS["fcos"], "lazy": True,
-                "overrides": _fcos_overrides(cfg, weights, output_dir, datasets, max_iter=max_iter, steps=steps,
-                                             warmup=warmup, base_lr=base_lr, depth=depth, width=width, shift=shift,
-                                             norm=norm, num_classes=num_classes, precise_bn_iters=precise_bn_iters,
-                                             max_size=max_size, test_size=test_size,
-                                             train_sizes=train_sizes if d.dataset in SYNTHETIC else [800])}
+                "overrides": lazy_overrides(plan, weights, output_dir, datasets)}
+    base = LVIS_BASE_CONFIG if plan.lvis else BASE_CONFIGS[plan.detector]
+    return {"base_config": base, "lazy": False, "overrides": yacs_overrides(plan, weights, output_dir, datasets)}
 
-    one_stage = d.detector == "retinanet"
+
+def yacs_overrides(plan: DetectionPlan, weights, output_dir, datasets: tuple[str, str]) -> dict:
+    """The plan as overrides of a yacs config (the R-CNNs, RetinaNet)."""
+    one_stage = plan.detector == "retinanet"
     o: dict = {
         "MODEL.WEIGHTS": str(weights),
         "OUTPUT_DIR": str(output_dir),
-        "SEED": cfg.train.seed,
+        "SEED": plan.seed,
         # torchvision-layout weights (SPEC §4, §6)
         "INPUT.FORMAT": "RGB",
         "MODEL.PIXEL_MEAN": PIXEL_MEAN,
         "MODEL.PIXEL_STD": PIXEL_STD,
         "MODEL.RESNETS.STRIDE_IN_1X1": False,
         "MODEL.BACKBONE.FREEZE_AT": 0,
-        "MODEL.RESNETS.DEPTH": depth,
-        "MODEL.RESNETS.STEM_OUT_CHANNELS": width,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS": width * (4 if depth == 50 else 1),
-        "MODEL.RESNETS.NORM": norm,
-        "MODEL.FPN.NORM": norm,
+        "MODEL.RESNETS.DEPTH": plan.depth,
+        "MODEL.RESNETS.STEM_OUT_CHANNELS": plan.width,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS": plan.width * (4 if plan.depth == 50 else 1),
+        "MODEL.RESNETS.NORM": plan.norm,
+        "MODEL.FPN.NORM": plan.norm,
         "TEST.PRECISE_BN.ENABLED": True,
-        "TEST.PRECISE_BN.NUM_ITER": precise_bn_iters,
+        "TEST.PRECISE_BN.NUM_ITER": plan.precise_bn_iters,
         # schedule at batch 16
-        "SOLVER.IMS_PER_BATCH": d.ims_per_batch,
-        "SOLVER.BASE_LR": base_lr,
-        "SOLVER.MAX_ITER": max_iter,
-        "SOLVER.STEPS": steps,
-        "SOLVER.WARMUP_ITERS": warmup,
-        "SOLVER.CHECKPOINT_PERIOD": min(cfg.train.checkpoint_every, max_iter),
-        "TEST.EVAL_PERIOD": d.eval_period,
+        "SOLVER.IMS_PER_BATCH": plan.ims_per_batch,
+        "SOLVER.BASE_LR": plan.base_lr,
+        "SOLVER.MAX_ITER": plan.max_iter,
+        "SOLVER.STEPS": list(plan.steps),
+        "SOLVER.WARMUP_ITERS": plan.warmup,
+        "SOLVER.CHECKPOINT_PERIOD": plan.checkpoint_period,
+        "TEST.EVAL_PERIOD": plan.eval_period,
         "DATASETS.TRAIN": [datasets[0]],
         "DATASETS.TEST": [datasets[1]],
-        "DATALOADER.NUM_WORKERS": cfg.data.workers,
-        "INPUT.MIN_SIZE_TRAIN": train_sizes,
-        "INPUT.MAX_SIZE_TRAIN": max_size,
-        "INPUT.MIN_SIZE_TEST": test_size,
-        "INPUT.MAX_SIZE_TEST": max_size,
-        ("MODEL.RETINANET.NUM_CLASSES" if one_stage else "MODEL.ROI_HEADS.NUM_CLASSES"): num_classes,
+        "DATALOADER.NUM_WORKERS": plan.workers,
+        "INPUT.MIN_SIZE_TRAIN": list(plan.train_sizes),
+        "INPUT.MAX_SIZE_TRAIN": plan.max_size,
+        "INPUT.MIN_SIZE_TEST": plan.test_size,
+        "INPUT.MAX_SIZE_TEST": plan.max_size,
+        ("MODEL.RETINANET.NUM_CLASSES" if one_stage else "MODEL.ROI_HEADS.NUM_CLASSES"): plan.num_classes,
     }
-    if not _backbone_is_standard(cfg):
+    if not plan.standard_backbone:
         # DEVIATION (CPU-scale profiles): our half-width / small-stem ResNets do not fit Detectron2's
         # stock builder (it fixes R18 at width 64 and the 7x7 stem); d2_runtime builds the same
         # ResNet from Detectron2's blocks, under the same weight names.
         o["MODEL.BACKBONE.NAME"] = ("build_torchvision_retinanet_resnet_fpn_backbone" if one_stage
                                     else "build_torchvision_resnet_fpn_backbone")
-        o["MODEL.RESNETS.SMALL_STEM"] = cfg.model.small_stem  # our key, added by d2_runtime
-    if shift:
-        # The small stem keeps stride 1 (not 4): levels are renamed and anchors scaled with the
-        # strides (Detectron2's are 8 x stride for the RPN, 4 x stride x 3 scales for RetinaNet).
-        if one_stage:
-            o["MODEL.RETINANET.IN_FEATURES"] = _levels(_ONE_STAGE_LEVELS, shift)
-            o["MODEL.ANCHOR_GENERATOR.SIZES"] = [[s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in (8, 16, 32, 64, 128)]
-        else:
-            o["MODEL.RPN.IN_FEATURES"] = _levels(_RCNN_LEVELS, shift)
-            o["MODEL.ROI_HEADS.IN_FEATURES"] = _levels(_RCNN_LEVELS[:4], shift)
-            o["MODEL.ANCHOR_GENERATOR.SIZES"] = [[s[0] // 4] for s in _RPN_ANCHORS]
-    if d.dataset in SYNTHETIC:
+        o["MODEL.RESNETS.SMALL_STEM"] = plan.small_stem  # our key, added by d2_runtime
+    o.update(_yacs_levels(plan.shift, one_stage))
+    if plan.synthetic:
         o.update(_CPU_HEADS_YACS)
-    if lvis:
+    if plan.lvis:
         o.update({
             "MODEL.ROI_HEADS.SCORE_THRESH_TEST": LVIS_SCORE_THRESH,
             "TEST.DETECTIONS_PER_IMAGE": LVIS_DETECTIONS_PER_IMAGE,
             "DATALOADER.SAMPLER_TRAIN": "RepeatFactorTrainingSampler",
             "DATALOADER.REPEAT_THRESHOLD": LVIS_REPEAT_THRESHOLD,
         })
-    base = LVIS_BASE_CONFIG if lvis else BASE_CONFIGS[d.detector]
-    return {"base_config": base, "lazy": False, "overrides": o}
+    return o
 
 
-def _fcos_overrides(cfg: RunConfig, weights, output_dir, datasets, *, max_iter, steps, warmup, base_lr, depth, width,
-                    shift, norm, num_classes, precise_bn_iters, max_size, test_size, train_sizes) -> dict:
-    """FCOS's LazyConfig overrides (configs/COCO-Detection/fcos_R_50_FPN_1x.py)."""
-    d = cfg.detection
+def _yacs_levels(shift: int, one_stage: bool) -> dict:
+    """The small stem keeps stride 1 (not 4): levels are renamed and anchors scaled with the
+    strides (Detectron2's are 8 x stride for the RPN, 4 x stride x 3 scales for RetinaNet)."""
+    if not shift:
+        return {}
+    if one_stage:
+        return {"MODEL.RETINANET.IN_FEATURES": _levels(_ONE_STAGE_LEVELS, shift),
+                "MODEL.ANCHOR_GENERATOR.SIZES": [[s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in (8, 16, 32, 64, 128)]}
+    return {"MODEL.RPN.IN_FEATURES": _levels(_RCNN_LEVELS, shift),
+            "MODEL.ROI_HEADS.IN_FEATURES": _levels(_RCNN_LEVELS[:4], shift),
+            "MODEL.ANCHOR_GENERATOR.SIZES": [[s[0] // 4] for s in _RPN_ANCHORS]}
+
+
+def lazy_overrides(plan: DetectionPlan, weights, output_dir, datasets: tuple[str, str]) -> dict:
+    """The plan as overrides of FCOS's LazyConfig (configs/COCO-Detection/fcos_R_50_FPN_1x.py)."""
     resize = "detectron2.data.transforms.ResizeShortestEdge"
+    # FIDELITY: "FCOS trains with a single-scale of 800 pixels" (Section 4.5.2), while
+    # Detectron2's FCOS config trains multi-scale (640-800): the paper's text is followed.
+    train_sizes = list(plan.train_sizes) if plan.synthetic else [800]
     o: dict = {
         "train.init_checkpoint": str(weights),
         "train.output_dir": str(output_dir),
-        "train.seed": cfg.train.seed,
-        "train.max_iter": max_iter,
-        "train.eval_period": d.eval_period,
-        "train.checkpointer.period": min(cfg.train.checkpoint_every, max_iter),
+        "train.seed": plan.seed,
+        "train.max_iter": plan.max_iter,
+        "train.eval_period": plan.eval_period,
+        "train.checkpointer.period": plan.checkpoint_period,
         # PreciseBN: the LazyConfig trainer has no such option; d2_runtime adds the hook from these.
-        "train.precise_bn": {"enabled": True, "num_iter": precise_bn_iters},
-        "optimizer.lr": base_lr,
+        "train.precise_bn": {"enabled": True, "num_iter": plan.precise_bn_iters},
+        "optimizer.lr": plan.base_lr,
         # The lr multiplier is scale-free (milestones relative to the last one): these are the
         # iterations of the run. warmup_length is a fraction of the run.
-        "lr_multiplier.scheduler.milestones": [*steps, max_iter],
-        "lr_multiplier.scheduler.values": [1.0, 0.1, 0.01][: len(steps) + 1],
-        "lr_multiplier.warmup_length": warmup / max_iter,
-        "dataloader.train.total_batch_size": d.ims_per_batch,
-        "dataloader.train.num_workers": cfg.data.workers,
-        "dataloader.test.num_workers": cfg.data.workers,
+        "lr_multiplier.scheduler.milestones": [*plan.steps, plan.max_iter],
+        "lr_multiplier.scheduler.values": [1.0, 0.1, 0.01][: len(plan.steps) + 1],
+        "lr_multiplier.warmup_length": plan.warmup / plan.max_iter,
+        "dataloader.train.total_batch_size": plan.ims_per_batch,
+        "dataloader.train.num_workers": plan.workers,
+        "dataloader.test.num_workers": plan.workers,
         "dataloader.train.dataset.names": datasets[0],
         "dataloader.test.dataset.names": datasets[1],
         "dataloader.evaluator.output_dir": str(Path(output_dir) / "inference"),
@@ -303,43 +359,44 @@ def _fcos_overrides(cfg: RunConfig, weights, output_dir, datasets, *, max_iter, 
         "dataloader.train.mapper.image_format": "RGB",
         "model.pixel_mean": PIXEL_MEAN,
         "model.pixel_std": PIXEL_STD,
-        "model.num_classes": num_classes,
-        "model.backbone.norm": norm,  # the FPN's
-        # FIDELITY: "FCOS trains with a single-scale of 800 pixels" (Section 4.5.2), while
-        # Detectron2's FCOS config trains multi-scale (640-800): the paper's text is followed.
+        "model.num_classes": plan.num_classes,
+        "model.backbone.norm": plan.norm,  # the FPN's
         "dataloader.train.mapper.augmentations": [
-            {"_target_": resize, "short_edge_length": train_sizes, "sample_style": "choice", "max_size": max_size},
+            {"_target_": resize, "short_edge_length": train_sizes, "sample_style": "choice", "max_size": plan.max_size},
             {"_target_": "detectron2.data.transforms.RandomFlip", "horizontal": True},
         ],
         "dataloader.test.mapper.augmentations": [
-            {"_target_": resize, "short_edge_length": test_size, "max_size": max_size},
+            {"_target_": resize, "short_edge_length": plan.test_size, "max_size": plan.max_size},
         ],
     }
-    if depth == 50 and width == 64 and not shift:
-        o.update({
-            "model.backbone.bottom_up.stem.norm": norm,
-            "model.backbone.bottom_up.stages.norm": norm,
-            "model.backbone.bottom_up.stages.depth": depth,
-            "model.backbone.bottom_up.stages.stride_in_1x1": False,
-            "model.backbone.bottom_up.freeze_at": 0,
-        })
-    else:
-        # DEVIATION (CPU-scale profiles): see the yacs branch; the same ResNet from d2_runtime.
-        o["model.backbone.bottom_up"] = {
-            "_target_": f"{_RUNTIME}.build_torchvision_resnet", "depth": depth, "width": width,
-            "small_stem": cfg.model.small_stem, "norm": norm, "out_features": ["res3", "res4", "res5"],
-            "freeze_at": 0,
-        }
-    if cfg.detection.dataset in SYNTHETIC:  # DEVIATION: see _CPU_HEADS_YACS
+    o.update(_lazy_backbone(plan))
+    if plan.synthetic:  # DEVIATION: see _CPU_HEADS_YACS
         c = CPU_FPN_CHANNELS
         o["model.backbone.out_channels"] = c
         o["model.backbone.top_block.in_channels"] = c  # FCOS's P6 is computed from P5 (c channels)
         o["model.head.conv_dims"] = [c] * 4
         o["model.head.input_shape"] = [{"_target_": "detectron2.layers.ShapeSpec", "channels": c}] * 5
-    if shift:
-        o["model.head_in_features"] = _levels(_ONE_STAGE_LEVELS, shift)
-        o["model.backbone.top_block.in_feature"] = _levels(["p5"], shift)[0]
+    if plan.shift:
+        o["model.head_in_features"] = _levels(_ONE_STAGE_LEVELS, plan.shift)
+        o["model.backbone.top_block.in_feature"] = _levels(["p5"], plan.shift)[0]
     return o
+
+
+def _lazy_backbone(plan: DetectionPlan) -> dict:
+    if plan.depth == 50 and plan.standard_backbone:
+        return {
+            "model.backbone.bottom_up.stem.norm": plan.norm,
+            "model.backbone.bottom_up.stages.norm": plan.norm,
+            "model.backbone.bottom_up.stages.depth": plan.depth,
+            "model.backbone.bottom_up.stages.stride_in_1x1": False,
+            "model.backbone.bottom_up.freeze_at": 0,
+        }
+    # DEVIATION (CPU-scale profiles): see the yacs branch; the same ResNet from d2_runtime.
+    return {"model.backbone.bottom_up": {
+        "_target_": f"{_RUNTIME}.build_torchvision_resnet", "depth": plan.depth, "width": plan.width,
+        "small_stem": plan.small_stem, "norm": plan.norm, "out_features": ["res3", "res4", "res5"],
+        "freeze_at": 0,
+    }}
 
 
 # --------------------------------------------------------------------------- results
@@ -546,7 +603,7 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
     output_dir.mkdir(parents=True, exist_ok=True)
     sources = dataset_sources(cfg, run_dir)
     d2cfg = detectron2_config(cfg, weights_pkl, output_dir, tuple(sources))
-    (output_dir / "overrides.json").write_text(json.dumps(d2cfg, indent=2))
+    atomic_write_text(output_dir / "overrides.json", json.dumps(d2cfg, indent=2))
     results_path = output_dir / RESULTS_FILE
     results_path.unlink(missing_ok=True)
     weights_sha256 = sha256(weights_pkl)  # the file Detectron2 loads below (provenance in final.json)

@@ -25,13 +25,13 @@ import argparse
 import os
 import pickle
 import re
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
+
+from ..atomic import atomic_write
 
 TORCHVISION_FILENAME = "backbone_torchvision.pth"
 DETECTRON2_FILENAME = "backbone_detectron2.pkl"
@@ -160,32 +160,6 @@ def to_detectron2(torchvision_state_dict: Mapping[str, torch.Tensor]) -> dict:
     }
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write `path` so that it is old/absent or complete: a killed job leaves no torn file."""
-    # Same directory as the target, so os.replace is a rename within one filesystem.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # Persist the rename itself (best effort: not every filesystem lets a directory be fsynced).
-    try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
 def save_detectron2(state: Mapping, path: str | os.PathLike) -> Path:
     """Pickle a `to_detectron2` dict to `path` atomically; returns the path.
 
@@ -197,7 +171,7 @@ def save_detectron2(state: Mapping, path: str | os.PathLike) -> Path:
         raise ValueError(f"{path}: detectron2 weight files must end in .pkl")
     if "model" not in state or "__author__" not in state:
         raise ValueError("state must be a to_detectron2() dict with 'model' and '__author__'")
-    _atomic_write(path, lambda f: pickle.dump(dict(state), f, protocol=pickle.HIGHEST_PROTOCOL))
+    atomic_write(path, lambda f: pickle.dump(dict(state), f, protocol=pickle.HIGHEST_PROTOCOL))
     return path
 
 
@@ -251,7 +225,7 @@ def export_checkpoint(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torchvision_path = out_dir / TORCHVISION_FILENAME
-    _atomic_write(torchvision_path, lambda f: torch.save(backbone, f))
+    atomic_write(torchvision_path, lambda f: torch.save(backbone, f))
     detectron2_path = save_detectron2(detectron2_state, out_dir / DETECTRON2_FILENAME)
     return torchvision_path, detectron2_path
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as ckpt
-from ..backbones import resnet
+from ..train import checkpoint as ckpt
+from ..models.backbones import resnet
 from ..config import ConfigError, RunConfig
 from .export import backbone_state_dict
 

@@ -243,7 +243,7 @@ def test_mbn_teacher_fixed_alpha_normalises_with_the_old_history_and_commits_onc
 @pytest.mark.parametrize("teacher_norm", ["shuffle", "mbn"])
 def test_teacher_starts_as_an_exact_copy_and_gets_no_gradient(teacher_norm):
     # Imported here: the spawned workers of this module need not import torchvision.
-    from repro.backbones import resnet
+    from repro.models.backbones import resnet
 
     torch.manual_seed(0)
     encoder = resnet("resnet18", width=8, small_stem=True)

@@ -17,9 +17,9 @@ from repro.data.augment import (
     blur_kernel_size,
     eval_transform,
     probe_train_transform,
-    steps_per_epoch,
     two_view_transforms,
 )
+from repro.core.schedules import steps_per_epoch
 from repro.data.datasets import synthetic
 
 
@@ -195,15 +195,6 @@ def test_sampler_epochs_differ_and_repeat():
     assert list(sampler) != epoch0
     sampler.set_epoch(0)
     assert list(sampler) == epoch0
-
-
-def test_sampler_without_drop_last_pads_to_equal_shards():
-    samplers = [ResumableSampler(10, rank=rank, world_size=3, seed=0, per_rank_batch_size=3,
-                                 drop_last=False) for rank in range(3)]
-    shards = [list(sampler) for sampler in samplers]
-    assert [len(shard) for shard in shards] == [4, 4, 4]
-    assert set().union(*shards) == set(range(10))
-    assert [len(batch) for batch in _rank_batches(samplers[0])] == [3, 1]
 
 
 @settings(max_examples=60, deadline=None)

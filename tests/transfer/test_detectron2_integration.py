@@ -15,7 +15,7 @@ import re
 import pytest
 
 import needs
-from repro.checkpoint import sha256
+from repro.train.checkpoint import sha256
 from repro.grid import expand, load_table
 from repro.transfer.detectron2 import parse_metrics, read_metrics_json, run_detection
 from repro.transfer.export import save_detectron2, to_detectron2

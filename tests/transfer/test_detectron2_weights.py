@@ -28,7 +28,7 @@ from PIL import Image
 from torchvision.models.feature_extraction import create_feature_extractor
 
 import needs
-from repro.backbones import build_student_teacher, resnet
+from repro.models.backbones import build_student_teacher, resnet
 from repro.core.momentum_bn import momentum_bn_layers
 from repro.grid import expand, load_table
 from repro.transfer.detectron2 import detectron2_config

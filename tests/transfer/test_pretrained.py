@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from repro.backbones import resnet
-from repro.checkpoint import checkpoints, final_record, sha256
+from repro.models.backbones import resnet
+from repro.train.checkpoint import checkpoints, final_record, sha256
 from repro.config import ConfigError
 from repro.grid import expand, load_table
 from repro.transfer.export import backbone_state_dict

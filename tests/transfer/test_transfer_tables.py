@@ -137,7 +137,7 @@ def test_detection_metrics_reach_the_rendered_table(tmp_path):
 
     import pandas as pd
 
-    from repro.results import render
+    from repro.results.collect import render
 
     table = load_table("t11")
     run = expand(table, "smoke")[0]

@@ -1,0 +1,1 @@
+"""Grid -> submitit jobs -> run directories: clusters, the frozen code, the job callable, SLURM states, submission."""

@@ -1,0 +1,125 @@
+"""The job callable that submitit runs (:class:`RunJob`), the local run slots, and the
+distributed environment a job exports for its ranks."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+import traceback
+from pathlib import Path
+
+from ..grid import Run
+from ..paths import PACKAGE
+from ..rundir import git_state, read_json, write_json
+from .tasks import TASKS, tasks_per_job
+
+_STARTED = time.time()  # this process's start: an error.txt older than it is a previous attempt's
+
+
+def _distributed_env(world_size: int) -> tuple[int, str]:
+    """Export env:// variables from submitit's job environment; return (rank, job id)."""
+    import submitit
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # a process group made by the caller
+        return dist.get_rank(), f"pid{os.getppid()}"
+    try:
+        env = submitit.JobEnvironment()
+    except RuntimeError:  # called outside submitit (tests, a plain python call)
+        return 0, f"pid{os.getpid()}"
+    if env.num_tasks != world_size:
+        raise RuntimeError(f"job has {env.num_tasks} tasks but the run needs {world_size}")
+    if world_size > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return env.global_rank, str(env.job_id)
+
+
+@contextlib.contextmanager
+def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: Path):
+    """At most ``slots`` runs at once on this machine (LocalExecutor starts a whole array).
+
+    Rank 0 takes a slot (a file lock, released by the OS if the process dies) and announces
+    it; the other ranks of the same job wait for the announcement before joining the group.
+    """
+    slots_dir.mkdir(parents=True, exist_ok=True)
+    granted = slots_dir / f"granted-{job_key}"
+    if rank != 0:
+        while not granted.exists():
+            if (run_dir / "error.txt").exists() and (run_dir / "error.txt").stat().st_mtime > _STARTED:
+                raise RuntimeError("rank 0 of this job failed before starting; see error.txt")
+            time.sleep(0.2)
+        yield
+        return
+    handle = None
+    while handle is None:
+        for i in range(slots):
+            f = open(slots_dir / f"slot{i}.lock", "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                handle = f
+                break
+            except BlockingIOError:
+                f.close()
+        else:
+            time.sleep(0.5)
+    try:
+        granted.touch()
+        yield
+    finally:
+        granted.unlink(missing_ok=True)
+        handle.close()
+
+
+class RunJob:
+    """The submitit callable: run the task (``repro.tasks``: pre-train and probe, fine-tune,
+    or detection), write ``final.json``.
+
+    ``checkpoint`` makes timeouts and preemptions requeue the same job; the run then
+    resumes from the last good checkpoint, which is looked up when the job STARTS (never
+    baked into the submission), so a requeued job cannot restart from a stale one.
+    """
+
+    def __init__(self, runs_root: str, slots: int | None = None):
+        self.runs_root = runs_root
+        self.slots = slots
+
+    def __call__(self, run: Run) -> dict:
+        run_dir = run.run_dir(self.runs_root)
+        rank, job_key = _distributed_env(tasks_per_job(run.config))
+        slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir)
+                if self.slots else contextlib.nullcontext())
+        try:
+            with slot:
+                return self._run(run, run_dir, rank)
+        except BaseException as e:
+            if rank == 0 and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+                (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+            raise
+
+    def _run(self, run: Run, run_dir: Path, rank: int) -> dict:
+        finished = read_json(run_dir / "final.json")
+        if finished is not None:  # requeued after the end (a kill that lost the race with the last step)
+            print(f"[{run.run_id}] rank {rank}: already finished, nothing to do", flush=True)
+            return finished
+        if rank == 0:
+            (run_dir / "error.txt").unlink(missing_ok=True)  # a rerun of a failed run
+        print(f"[{run.run_id}] rank {rank}: {run.config.task} in {run_dir} (code: {PACKAGE})", flush=True)
+        result = TASKS[run.config.task](run, run_dir, Path(self.runs_root), rank)
+        if rank != 0:
+            return result
+        import torch
+
+        final = {"table": run.table, "profile": run.profile, "row": run.row, "seed": run.seed, "run_id": run.run_id,
+                 "task": run.config.task, **result, "git": git_state(), "torch": torch.__version__,
+                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json(run_dir / "final.json", final)
+        print(f"[{run.run_id}] done", flush=True)
+        return final
+
+    def checkpoint(self, run: Run):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(RunJob(self.runs_root, self.slots), run)

@@ -1,0 +1,180 @@
+"""Grid -> submitit jobs (one array per table) -> run directories: plan, launch, wait.
+
+Finished runs are skipped when relaunched; failed runs are reported and rerun only on
+request. Where each piece lives: ``cluster`` (profiles, executors), ``snapshot`` (the frozen
+code), ``job`` (what a job runs), ``slurm`` (the scheduler's states), ``repro.rundir`` (a run
+directory's files).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..grid import Run, expand, load_table, with_overrides
+from ..rundir import prepare_run_dir, read_json, run_status, write_json
+from .cluster import load_cluster, make_executor
+from .job import RunJob
+from .slurm import SLURM_ACTIVE, run_states, slurm_state, slurm_states
+from .snapshot import snapshot_code
+from .tasks import tasks_per_job
+
+
+@dataclass
+class LaunchReport:
+    runs: list[Run]
+    skipped_done: list[Run] = field(default_factory=list)
+    skipped_failed: list[Run] = field(default_factory=list)
+    skipped_active: list[Run] = field(default_factory=list)
+    submitted: list[Run] = field(default_factory=list)
+    jobs: list = field(default_factory=list)
+    declined: bool = False  # the confirmation (cost of a paper-scale grid) said no
+    code_dir: Path | None = None  # the snapshot the jobs run
+
+
+def plan(table_name: str, profile: str, *, data_root: str | None = None) -> list[Run]:
+    table = load_table(table_name)
+    runs = expand(table, profile)
+    if data_root:
+        # Absolute: jobs start in the code snapshot, not in the submitting directory.
+        runs = [with_overrides(r, {"data": {"root": str(Path(data_root).resolve())}}) for r in runs]
+    return runs
+
+
+def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Path, *, data_root: str | None = None,
+           rerun_failed: bool = False, confirm: Callable[[list[Run]], bool] | None = None,
+           log=print) -> LaunchReport:
+    """Submit the runs of (table, profile) that are not finished, as one job array.
+
+    ``confirm(runs)`` is asked before anything is written or submitted (the CLI asks for
+    paper-scale grids); when it says no, nothing is submitted and ``report.declined`` is set.
+    """
+    from ..data.datasets import check_available
+
+    cluster = load_cluster(cluster_name)
+    runs_root = Path(runs_root).resolve()
+    runs = plan(table_name, profile, data_root=data_root)
+    for cfg in {(r.config.data.dataset, r.config.data.root) for r in runs}:
+        check_available(*cfg)
+    report = LaunchReport(runs)
+    for run in runs:
+        run_dir = run.run_dir(runs_root)
+        status = run_status(run_dir)
+        if status == "done":
+            report.skipped_done.append(run)
+        elif status == "failed" and not rerun_failed:
+            report.skipped_failed.append(run)
+            first = (run_dir / "error.txt").read_text().splitlines()[0]
+            log(f"  {run.run_id}: FAILED earlier ({first}); rerun with --rerun-failed")
+        elif status in ("running", "pending") and _job_alive(run_dir):
+            report.skipped_active.append(run)
+        else:
+            report.submitted.append(run)
+    log(f"{runs[0].table if runs else table_name}/{profile}: {len(runs)} runs, {len(report.skipped_done)} done, "
+        f"{len(report.skipped_active)} queued or running, {len(report.skipped_failed)} failed, "
+        f"{len(report.submitted)} to submit on cluster {cluster_name!r}")
+    if not report.submitted:
+        return report
+    if confirm is not None and not confirm(report.submitted):
+        report.submitted, report.declined = [], True
+        return report
+    for run in report.submitted:
+        prepare_run_dir(run, runs_root)
+    if cluster.executor != "debug":  # debug runs in this process, on the live code
+        report.code_dir = snapshot_code(runs_root)
+    for world_size in sorted({tasks_per_job(r.config) for r in report.submitted}):
+        group = [r for r in report.submitted if tasks_per_job(r.config) == world_size]
+        folder = runs_root / ".submitit" / "%j"
+        executor = make_executor(cluster, folder, world_size, code_dir=report.code_dir,
+                                 job_name=f"{runs[0].table}-{profile}")
+        slots = None
+        if cluster.executor == "local":
+            threads = max(r.config.train.threads or 1 for r in group)
+            slots = cluster.max_parallel_runs or max(1, (os.cpu_count() or 1) // (world_size * threads))
+        job_fn = RunJob(str(runs_root), slots)
+        if cluster.executor == "debug":
+            jobs = [executor.submit(job_fn, r) for r in group]
+        else:
+            jobs = executor.map_array(job_fn, group)  # one array
+        for run, job in zip(group, jobs):
+            write_json(run.run_dir(runs_root) / "job.json", {
+                "job_id": str(job.job_id), "cluster": cluster_name, "executor": cluster.executor,
+                "submitted": time.time(), "submitit_folder": str(runs_root / ".submitit"), "host": os.uname().nodename,
+                "code_dir": str(report.code_dir) if report.code_dir else None,
+            })
+        report.jobs.extend(zip(group, jobs))
+    return report
+
+
+def _job_alive(run_dir: Path) -> bool:
+    """Whether the job recorded in ``job.json`` may still run (SLURM: ask; local: its process)."""
+    info = read_json(run_dir / "job.json")
+    if not info:
+        return False
+    if info.get("executor") == "slurm":
+        return slurm_state(info["job_id"]) in SLURM_ACTIVE
+    if info.get("executor") == "local" and info.get("host") == os.uname().nodename:
+        pid = str(info["job_id"]).split("_")[0]
+        try:
+            os.kill(int(pid), 0)
+            return True
+        except (OSError, ValueError):
+            return False
+    return False
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def wait(report: LaunchReport, runs_root: Path, log=print) -> list[tuple[Run, str]]:
+    """Block until the submitted jobs end; return the failures (run, first error line).
+
+    Cancelled SLURM jobs end the wait too (submitit learns it from sacct) and count as
+    failures, with that reason.
+    """
+    from submitit import SlurmJob
+
+    failures = []
+    pending = list(report.jobs)
+    done = 0
+    while pending:
+        # submitit asks sacct less and less often as a job ages; ask once for all our SLURM
+        # jobs and make it look again at those that SLURM says have ended.
+        ended = {j for j, s in slurm_states(job.job_id for _, job in pending if isinstance(job, SlurmJob)).items()
+                 if s not in SLURM_ACTIVE and s != "UNKNOWN"}
+        for run, job in list(pending):
+            if job.done(force_check=job.job_id in ended):
+                pending.remove((run, job))
+                done += 1
+                try:
+                    if job.job_id in ended and not job.paths.result_pickle.exists():
+                        # Killed without a result (scancel, time, memory): say so now rather
+                        # than after submitit's 15 s wait for a slow file system.
+                        raise RuntimeError(f"SLURM job {job.job_id} ended without a result")
+                    job.results()  # one result per task
+                    log(f"  [{done}/{len(report.jobs)}] {run.run_id}: done")
+                except Exception as e:  # noqa: BLE001 - reported, not swallowed
+                    state = run_states([run.run_dir(runs_root)])[0]
+                    first = state.error or str(e).strip().splitlines()[-1]
+                    failures.append((run, first))
+                    log(f"  [{done}/{len(report.jobs)}] {run.run_id}: {state.status.upper()}: {first}")
+        if pending:
+            time.sleep(1.0)
+    _settle([job.job_id for _, job in report.jobs if isinstance(job, SlurmJob)])
+    return failures
+
+
+def _settle(slurm_job_ids: list[str], timeout_s: float = 30.0) -> None:
+    """Wait (briefly) for SLURM to close jobs whose results are already written.
+
+    The result file appears before the processes have exited; until then sacct says
+    RUNNING, and a status right after ``run --wait`` would show it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while slurm_job_ids and time.monotonic() < deadline:
+        if not SLURM_ACTIVE & set(slurm_states(slurm_job_ids).values()):
+            return
+        time.sleep(0.5)

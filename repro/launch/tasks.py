@@ -1,0 +1,60 @@
+"""What a job does, per ``RunConfig.task``: one plain dict maps the task to its function.
+
+Each function takes (run, run_dir, runs_root, rank) and returns the measured record that
+goes into ``final.json`` (rank 0), or None (other ranks). Imports are local so a job loads
+only what its task needs (Detectron2 only for detection).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+
+def tasks_per_job(cfg) -> int:
+    """Processes the scheduler starts per run: one per rank, except detection, where
+    Detectron2's own launcher spawns one process per GPU inside a single task."""
+    return 1 if cfg.task == "detection" else cfg.train.world_size
+
+
+def pretrain(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:
+    from ..train.checkpoint import final_record
+    from ..train.probe import evaluate
+    from ..train.pretrain import pretrain as pretrain_loop
+
+    summary, model = pretrain_loop(run.config, run_dir, progress=rank == 0)
+    if rank != 0:
+        return None
+    t0 = time.time()
+    probe = evaluate(model, run.config, next(model.parameters()).device)
+    print(f"[{run.run_id}] linear top-1 {probe['top1']:.2f}, kNN top-1 {probe['knn_top1']:.2f}", flush=True)
+    return {**summary, **probe, "probe_wall_s": time.time() - t0, **final_record(run_dir)}
+
+
+def finetune(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:
+    import torch
+
+    from ..train.finetune import run_finetune
+    from ..transfer.pretrained import resolve_backbone
+
+    backbone = resolve_backbone(run.config, runs_root)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = run_finetune(run.config, run_dir, backbone, device)
+    print(f"[{run.run_id}] fine-tuned: top-1 {result['top1']:.2f}, top-5 {result['top5']:.2f}", flush=True)
+    return result
+
+
+def detection(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:
+    from ..transfer.detectron2 import require_detectron2, run_detection
+    from ..transfer.export import save_detectron2, to_detectron2
+    from ..transfer.pretrained import resolve_backbone
+
+    require_detectron2()  # fail before any work, with how to install it
+    weights = run_dir / "backbone_detectron2.pkl"
+    save_detectron2(to_detectron2(resolve_backbone(run.config, runs_root)), weights)
+    result = run_detection(run.config, run_dir, weights)
+    print(f"[{run.run_id}] detection: box AP {result.get('box_ap')}", flush=True)
+    return result
+
+
+TASKS = {"pretrain": pretrain, "finetune": finetune, "detection": detection}

@@ -1,0 +1,1 @@
+"""Run directories -> pandas -> tables, claims, the report, Figure 3, provenance and cost."""

@@ -1,0 +1,189 @@
+"""Run directories -> one pandas DataFrame -> tables next to the paper's values.
+
+Paper values come from the table file (transcribed, labelled ``paper_*``); reproduced
+values come only from ``final.json`` files written by runs. Unfinished runs show their
+status (pending / running / failed / cancelled) instead of numbers: from the run directory,
+corrected by SLURM's accounting for SLURM jobs (a cancelled job leaves no trace in the
+directory).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from .. import rundir
+from ..atomic import atomic_write
+from ..grid import Table, expand, load_table
+from ..paths import output_dir
+from ..rundir import RunState, read_json
+
+OUT_DIR = output_dir()
+# How run states are read: from the directory alone by default; the command line passes the
+# launcher's ``repro.launch.slurm.run_states``, which asks SLURM too (a cancelled job leaves
+# no trace in its directory). The results never import the launcher.
+States = Callable[[list[Path]], list[RunState]]
+METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
+           "epochs_done", "final_loss", "train_wall_s", "world_size",
+           # detection (Tables 9-11)
+           "box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
+
+
+def collect(table: Table, profile: str, runs_root: str | Path, states: States = rundir.run_states) -> pd.DataFrame:
+    """One row per run (row x seed) with its status and, when done, its measured metrics."""
+    records = []
+    runs = expand(table, profile)
+    for run, state in zip(runs, states([r.run_dir(runs_root) for r in runs])):
+        run_dir = run.run_dir(runs_root)
+        rec = {"row": run.row, "seed": run.seed, "run_id": run.run_id, "profile": profile, "status": state.status}
+        final = read_json(run_dir / "final.json") if state.status == "done" else None
+        for key in METRICS:
+            rec[key] = final.get(key) if final else None
+        if state.error is not None:
+            rec["error"] = state.error
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def _overall(statuses: list[str]) -> str:
+    for s in ("failed", "cancelled", "running", "pending", "new"):
+        if s in statuses:
+            return {"new": "pending"}.get(s, s)
+    return "done"
+
+
+def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
+    """One row per paper row: paper values, measured mean (and std over seeds), deltas, status."""
+    prof = table.profiles.get(profile) if profile else None
+    rows = []
+    for row in table.rows:
+        mine = runs[runs["row"] == row.id]
+        done = mine[mine["status"] == "done"]
+        rec = {"row": row.id, "label": row.label}
+        for col in table.columns:
+            rec[f"paper_{col}"] = row.paper.get(col)
+            values = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
+            rec[col] = values.mean() if len(values) else None
+            rec[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else None
+            if rec[col] is not None and rec[f"paper_{col}"] is not None:
+                rec[f"{col}_delta"] = rec[col] - rec[f"paper_{col}"]
+            else:
+                rec[f"{col}_delta"] = None
+        for extra in ("knn_top1", "best_top1"):
+            if extra not in table.columns and extra in done:
+                values = pd.to_numeric(done[extra], errors="coerce").dropna()
+                rec[extra] = values.mean() if len(values) else None
+        rec["seeds_done"] = len(done)
+        rec["seeds"] = len(mine)
+        if not row.run:
+            rec["status"] = "paper only"
+        elif prof is not None and not prof.runs_row(row):
+            rec["status"] = "not in profile"
+        else:
+            rec["status"] = _overall(list(mine["status"]))
+        rows.append(rec)
+    out = pd.DataFrame.from_records(rows)
+    if table.reference_row and "sec_per_iter" in table.columns:
+        ref = out.set_index("row").loc[table.reference_row]
+        for prefix in ("paper_", ""):
+            denom = ref[f"{prefix}sec_per_iter"]
+            out[f"{prefix}sec_per_iter_ratio"] = [
+                (v / denom) if v is not None and denom is not None and pd.notna(v) and pd.notna(denom) else None
+                for v in out[f"{prefix}sec_per_iter"]
+            ]
+    return out
+
+
+def fmt(v, digits: int = 2) -> str:
+    """A value as the tables and the report print it: ``-`` when missing, else ``digits`` decimals."""
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """The human-facing table: paper and reproduced values side by side, as strings."""
+    cols = {"Row": summary["label"]}
+    for col, spec in table.columns.items():
+        digits = 3 if col == "sec_per_iter" else 2
+        cols[f"{spec.label} (paper)"] = [fmt(v, digits) for v in summary[f"paper_{col}"]]
+        ours = []
+        for v, sd in zip(summary[col], summary[f"{col}_std"]):
+            ours.append(fmt(v, digits) + (f" ± {fmt(sd, digits)}" if sd is not None and pd.notna(sd) else ""))
+        cols[f"{spec.label} ({profile})"] = ours
+        if col == "sec_per_iter" and "sec_per_iter_ratio" in summary:
+            cols["ratio (paper)"] = [fmt(v) for v in summary["paper_sec_per_iter_ratio"]]
+            cols[f"ratio ({profile})"] = [fmt(v) for v in summary["sec_per_iter_ratio"]]
+        elif col != "sec_per_iter":
+            cols[f"Δ {spec.label}"] = [fmt(v) for v in summary[f"{col}_delta"]]
+    if "knn_top1" in summary and "knn_top1" not in table.columns:
+        cols[f"kNN top-1 ({profile})"] = [fmt(v) for v in summary["knn_top1"]]
+    cols["seeds"] = [f"{d}/{n}" for d, n in zip(summary["seeds_done"], summary["seeds"])]
+    cols["status"] = summary["status"]
+    return pd.DataFrame(cols)
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Atomically write ``text`` unless ``path`` already holds it; return whether it wrote."""
+    data = text.encode()
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write(path, lambda f: f.write(data))
+    return True
+
+
+def output_stem(table: Table) -> str:
+    """``t01`` -> ``table1``."""
+    digits = "".join(ch for ch in table.name if ch.isdigit())
+    return f"table{int(digits)}" if digits else table.name
+
+
+def write_table_files(folder: str | Path, table: Table, profile: str, runs: pd.DataFrame, summary: pd.DataFrame,
+                      *, header: str, problems: str = "", runs_columns_out: tuple[str, ...] = (),
+                      tex: bool = True) -> dict[str, Path]:
+    """Write ``<folder>/tableN.{csv,md[,tex]}`` and ``tableN_runs.csv``; return the paths.
+
+    Every file is rewritten only when its content changes: make redraws figures from them
+    (Figure 3 from table4.csv) exactly when results change.
+    """
+    folder = Path(folder)
+    stem = output_stem(table)
+    paths = {ext: folder / f"{stem}.{ext}" for ext in ("csv", "md", "tex") if tex or ext != "tex"}
+    paths["runs"] = folder / f"{stem}_runs.csv"
+    shown = display_frame(table, summary, profile)
+    with_profile = summary.copy()
+    with_profile.insert(2, "profile", profile)
+    write_if_changed(paths["csv"], with_profile.to_csv(index=False))
+    write_if_changed(paths["runs"], runs.drop(columns=list(runs_columns_out), errors="ignore").to_csv(index=False))
+    write_if_changed(paths["md"], header + shown.to_markdown(index=False) + "\n" + problems)
+    if tex:
+        write_if_changed(paths["tex"], shown.to_latex(index=False, escape=True))
+    return paths
+
+
+def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
+           states: States = rundir.run_states) -> dict[str, Path]:
+    """Write ``<out>/tableN.{csv,md,tex}`` (and the per-run CSV); return the paths."""
+    table = load_table(table_name)
+    runs = collect(table, profile, runs_root, states)
+    summary = summarise(table, runs, profile)
+    header = (
+        f"# {table.title}\n\n"
+        f"Profile `{profile}`: {table.profiles[profile].description}\n\n"
+        f"Paper values: {table.source}. Reproduced values: measured by the runs under "
+        f"`{Path(runs_root)}` ({int((runs['status'] == 'done').sum())}/{len(runs)} runs done; "
+        f"rendered {time.strftime('%Y-%m-%d %H:%M')}).\n\n"
+    )
+    return write_table_files(out_dir, table, profile, runs, summary, header=header, problems=_problems(runs))
+
+
+def _problems(runs: pd.DataFrame) -> str:
+    """Markdown lines under the table: each failed or cancelled run and why."""
+    bad = runs[runs["status"].isin(["failed", "cancelled"])]
+    if bad.empty:
+        return ""
+    lines = [f"- `{r.run_id}` {r.status}: {r.error}" for r in bad.itertuples()]
+    return "\nRuns that did not finish:\n\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,399 @@
+"""The claims report: every table, Figure 3 and a verdict per claim and profile.
+
+``python -m repro report --runs runs --runs results/cpu --out tables/out`` writes
+``report.md`` (with ``figures/`` and one folder of rendered tables per profile beside it)
+and ``report.html``, the same content in one self-contained page (styles inline, figures
+as data URIs, links only to anchors of the page).
+
+Run roots are searched in order: a table's results at a profile come from the first root
+that holds ``<root>/<table>/<profile>/``. Provenance (commits, machine, wall time) comes
+from the run records themselves and from ``<root>/machine.json`` when a campaign wrote one.
+Nothing in the report is dated by the rendering, so rendering the same records twice
+gives the same files.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import rundir
+from ..config import ConfigError
+from ..grid import TABLES_DIR, Table, load_table
+from ..paths import REPO
+from ..rundir import read_json
+from . import figures as fig3
+from .claims import (CLAIMS_FILE, PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims, measured_values,
+                     paper_values)
+from .collect import (States, collect, display_frame, fmt, output_stem, summarise, write_if_changed,
+                      write_table_files)
+
+PAPER_NUMBERS = "paper numbers"
+SECONDARY = {"top1": "knn_top1"}  # at reduced scale a top-1 claim is also checked on the kNN probe
+
+
+@dataclass
+class TableResults:
+    table: Table
+    profile: str
+    root: Path
+    runs: pd.DataFrame  # results.collect
+    summary: pd.DataFrame  # results.summarise
+
+
+def all_tables() -> list[Table]:
+    return [load_table(p) for p in sorted(TABLES_DIR.glob("t[0-9]*.yaml"))]
+
+
+def discover(roots: list[Path], tables: list[Table], profiles: list[str] | None,
+             states: States = rundir.run_states) -> dict[tuple[str, str], TableResults]:
+    """(table, profile) -> results, for every profile with a run folder under some root."""
+    found: dict[tuple[str, str], TableResults] = {}
+    for table in tables:
+        for root in roots:
+            folder = root / table.name
+            if not folder.is_dir():
+                continue
+            for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                profile = sub.name
+                if (table.name, profile) in found or profile not in table.profiles:
+                    continue
+                if profiles is not None and profile not in profiles:
+                    continue
+                runs = collect(table, profile, root, states)
+                found[(table.name, profile)] = TableResults(table, profile, root, runs,
+                                                            summarise(table, runs, profile))
+    return found
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def provenance(results: list[TableResults]) -> dict:
+    """Commits, hosts, dates and wall time of the finished runs of one profile."""
+    commits, hosts, submitted, finished, train_s, done, total = {}, set(), [], [], 0.0, 0, 0
+    machines = {}
+    for tr in results:
+        total += len(tr.runs)
+        m = read_json(tr.root / "machine.json")
+        if m:
+            machines[str(tr.root)] = m
+        for rec in tr.runs.itertuples():
+            if rec.status != "done":
+                continue
+            done += 1
+            d = tr.root / tr.table.name / tr.profile / rec.run_id
+            final = read_json(d / "final.json") or {}
+            job = read_json(d / "job.json") or {}
+            git = final.get("git") or {}
+            if git.get("commit"):
+                key = git["commit"][:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+                commits[key] = commits.get(key, 0) + 1
+            if job.get("host"):
+                hosts.add(job["host"])
+            if job.get("submitted"):
+                submitted.append(float(job["submitted"]))
+            if final.get("finished"):
+                finished.append(dt.datetime.strptime(final["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp())
+            train_s += float(final.get("train_wall_s") or 0.0)
+    out = {"runs_done": done, "runs": total, "commits": commits, "hosts": sorted(hosts), "machines": machines,
+           "train_hours": train_s / 3600}
+    if submitted and finished:
+        out["first_submitted"] = _utc(min(submitted))
+        out["last_finished"] = _utc(max(finished))
+        out["wall_hours"] = (max(finished) - min(submitted)) / 3600
+    return out
+
+
+def _shown_path(p: Path) -> str:
+    """A path as the report prints it: relative to the repository when inside it."""
+    try:
+        return p.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True)
+class ClaimVerdicts:
+    """A claim's verdicts: on the paper's own numbers, at each profile, and on the kNN probe."""
+
+    claim: Claim
+    table: Table
+    paper: Verdict  # the check applied to the values transcribed from the paper
+    profiles: dict[str, Verdict | None]  # None: the table has no such profile
+    knn: dict[str, Verdict] = field(default_factory=dict)  # reduced profiles with results: the kNN check
+
+    def at(self, column: str) -> Verdict | None:
+        """The verdict of a column of the verdicts table (``PAPER_NUMBERS`` or a profile)."""
+        return self.paper if column == PAPER_NUMBERS else self.profiles.get(column)
+
+
+def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], profiles: list[str],
+             tables: dict[str, Table]) -> list[ClaimVerdicts]:
+    """One entry per claim: its verdict on the paper's numbers and at every profile."""
+    out = []
+    for claim in claims:
+        table = tables[claim.table]
+        paper = evaluate(claim, paper_values(table, claim.metric), PAPER_NUMBERS)
+        at_profile: dict[str, Verdict | None] = {}
+        knn: dict[str, Verdict] = {}
+        for profile in profiles:
+            tr = found.get((claim.table, profile))
+            if profile not in table.profiles:
+                at_profile[profile] = None  # the table has no such scale
+                continue
+            runs = tr.runs if tr is not None else pd.DataFrame(columns=["row", "status"])
+            at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile)
+            second = SECONDARY.get(claim.metric)
+            if second and profile != PAPER_SCALE and tr is not None:
+                knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second)
+        out.append(ClaimVerdicts(claim, table, paper, at_profile, knn))
+    return out
+
+
+def _badge(v: str) -> str:
+    return f'<span class="verdict v-{v.replace(" ", "-")}">{v}</span>'
+
+
+def _cell(entry: ClaimVerdicts, profile: str) -> str:
+    v = entry.at(profile)
+    if v is None:
+        return "—"
+    text = _badge(v.verdict)
+    second = entry.knn.get(profile) if profile != PAPER_NUMBERS else None
+    if second is not None and second.verdict != "not run":
+        text += f" (kNN: {_badge(second.verdict)})"
+    return text
+
+
+def _evidence_md(v: Verdict, table: Table) -> list[str]:
+    labels = {r.id: r.label for r in table.rows}
+    digits = 3 if v.metric == "sec_per_iter" else 2
+    lines = [f"| row | source | n | mean | std | values ({v.metric}) |", "|---|---|---|---|---|---|"]
+    for rv in v.evidence:
+        vals = ", ".join(fmt(x, digits) for x in rv.values)
+        lines.append(f"| {labels.get(rv.row, rv.row)} (`{rv.row}`) | {rv.source} | {rv.n} | "
+                     f"{fmt(rv.mean, digits)} | {fmt(rv.std, digits)} | {vals} |")
+    lines += ["", "| condition | value | noise band (±) | outcome |", "|---|---|---|---|"]
+    for r in v.results:
+        if r.outcome == "not run":
+            lines.append(f"| {r.condition.text} | - | - | not run (missing: {', '.join(r.missing)}) |")
+            continue
+        band = "not measured" if r.band is None else ("exact" if r.band == 0 else
+                                                      (f"{r.band:.3f} (log ratio)" if r.condition.log else f"{r.band:.2f}"))
+        lines.append(f"| {r.condition.text} | {fmt(r.shown, 3)} | {band} | {r.outcome} |")
+    return lines
+
+
+def claims_markdown(entries: list[ClaimVerdicts], profiles: list[str], scales: dict[str, str]) -> list[str]:
+    cols = [PAPER_NUMBERS] + profiles
+    header = ["claim", "where"] + [_column_title(c, scales) for c in cols]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for e in entries:
+        c = e.claim
+        cells = [f"[{c.id}](#claim-{c.id})", c.where] + [_cell(e, p) for p in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "— : the table has no such profile. At reduced scales a top-1 claim is also checked on the "
+              "kNN probe, shown in brackets when it ran.", ""]
+    counts = {p: {k: sum(1 for e in entries if e.at(p) is not None and e.at(p).verdict == k) for k in VERDICTS}
+              for p in profiles}
+    for p in profiles:
+        lines.append(f"- `{p}` ({_scale(p, scales)}): " + ", ".join(f"{n} {k}" for k, n in counts[p].items() if n))
+    lines.append("")
+    for e in entries:
+        c, table = e.claim, e.table
+        lines += [f'<a id="claim-{c.id}"></a>', "", f"### {c.id}", "", f"{c.where}:", "", f"> “{c.quote}”", ""]
+        lines.append(f"Check on `{c.metric}` of {c.table}: " + "; ".join(r.condition.text for r in e.paper.results)
+                     + (f" (tolerance {c.tolerance:g})" if c.tolerance else "") + "." + (f" {c.note}" if c.note else ""))
+        lines.append("")
+        for p in cols:
+            v = e.at(p)
+            if v is None:
+                continue
+            title = "The paper's own numbers (a check of the transcription, not evidence)" if p == PAPER_NUMBERS \
+                else f"Profile `{p}` ({_scale(p, scales).split(':')[0].rstrip('.')})"
+            lines += [f"**{title}**: {_badge(v.verdict)}: {v.reason}.", ""]
+            if v.substitutions:
+                lines += ["Rows substituted at this scale: " + ", ".join(f"`{a}` → `{b}`" for a, b in
+                                                                        v.substitutions.items()) + ".", ""]
+            if v.verdict != "not run" or any(r.outcome != "not run" for r in v.results):
+                if p != PAPER_NUMBERS and v.noise is not None:
+                    lines += [f"Pooled run-to-run std of `{v.metric}` at this profile: {v.noise:.3g}"
+                              + (" (of log values)" if any(r.condition.log for r in v.results) else "") + ".", ""]
+                lines += _evidence_md(v, table) + [""]
+            second = e.knn.get(p) if p != PAPER_NUMBERS else None
+            if second is not None and second.verdict != "not run":
+                noise = f" Pooled run-to-run std of `{second.metric}`: {second.noise:.3g}." if second.noise else ""
+                lines += [f"Same check on the kNN probe (`{second.metric}`): {_badge(second.verdict)}: "
+                          f"{second.reason}.{noise}", ""] + _evidence_md(second, table) + [""]
+    return lines
+
+
+def _scale(profile: str, scales: dict[str, str]) -> str:
+    if profile == PAPER_NUMBERS:
+        return "values transcribed from the paper"
+    return " ".join(scales.get(profile, f"reduced scale ({profile}), never paper scale").split())
+
+
+def _column_title(profile: str, scales: dict[str, str]) -> str:
+    if profile == PAPER_NUMBERS:
+        return "paper's numbers"
+    if profile == PAPER_SCALE:
+        return "reproduced, paper scale"
+    return f"`{profile}` (reduced scale)"
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def draw_figures(table_dirs: list[Path], out: Path) -> list[Path]:
+    frames = [fig3.paper_curves().assign(profile="paper", top1_std=None)]
+    frames += [fig3.reproduced_points(d) for d in table_dirs]
+    data = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    return fig3.draw(data, out)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None = None,
+          exclude: tuple[str, ...] = (), claims_file: str | Path | None = None,
+          states: States = rundir.run_states) -> dict[str, Path]:
+    """Write ``<out>/report.md`` and ``<out>/report.html``; return their paths."""
+    roots = [Path(r) for r in roots]
+    out = Path(out)
+    tables = all_tables()  # each table file loaded once for the whole report
+    by_name = {t.name: t for t in tables}
+    claims = load_claims(claims_file or CLAIMS_FILE, by_name)
+    found = {k: v for k, v in discover(roots, tables, profiles, states).items() if k[1] not in exclude}
+    seen = sorted({p for _, p in found}, key=lambda p: (p != PAPER_SCALE, p))
+    shown_profiles = [PAPER_SCALE] + [p for p in seen if p != PAPER_SCALE]
+
+    for (_, profile), tr in found.items():  # rendered tables, one folder per profile
+        write_table_files(out / "tables" / profile, tr.table, profile, tr.runs, tr.summary,
+                          header=f"# {tr.table.title}\n\n", runs_columns_out=("error",), tex=False)
+    figure_paths = draw_figures([out / "tables" / p for p in seen], out / "figures")
+    entries = verdicts(claims.claims, found, shown_profiles, by_name)
+
+    md = ["# Momentum² Teacher: the paper's claims against reproduced results", ""]
+    md += ["Each claim of the paper (Li, Liu, Sun 2020) is checked against the results of each profile "
+           "separately. A verdict at a reduced scale says whether the paper's ordering shows up at that "
+           "scale; it is never a verdict at the paper's scale. `inconclusive` means the margin lies inside "
+           "the run-to-run noise measured over seeds (or that noise was not measured); `not run` means a "
+           "row the check needs has no result at that profile. The column *paper's numbers* applies each "
+           "check to the values transcribed from the paper: it checks the transcription, it is not "
+           "evidence. Claims and checks: `tables/claims.yaml`; method: `repro/claims.py`.", ""]
+    md += ["## Contents", "", "- [Provenance](#provenance)", "- [Verdicts](#verdicts)",
+           "- [Figure 3](#figure-3)", "- [Tables](#tables)", ""]
+    md += _provenance_md(found, seen, roots)
+    md += ["", '<a id="verdicts"></a>', "", "## Verdicts", ""]
+    md += claims_markdown(entries, shown_profiles, claims.scales)
+    md += ['<a id="figure-3"></a>', "", "## Figure 3", "",
+           "Linear top-1 against the BN batch: the paper's curves (Table 4) and every reproduced profile.", ""]
+    png = next(p for p in figure_paths if p.suffix == ".png")
+    md += [f"![Figure 3: BN batch robustness]({png.relative_to(out).as_posix()})", ""]
+    md += _tables_md(tables, found, seen)
+    text = "\n".join(md) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "html": out / "report.html"}
+    write_if_changed(paths["md"], text)
+    write_if_changed(paths["html"], to_html(text, out))
+    return paths
+
+
+def _provenance_md(found: dict[tuple[str, str], TableResults], seen: list[str], roots: list[Path]) -> list[str]:
+    """Per profile: runs done, dates, wall time, commits, hosts and the campaign's machine."""
+    md = ['<a id="provenance"></a>', "", "## Provenance", ""]
+    if not seen:
+        md += ["No run records found under " + ", ".join(f"`{_shown_path(r)}`" for r in roots) + ": every reproduced "
+               "verdict is `not run`.", ""]
+    for profile in seen:
+        prov = provenance([tr for (_, p), tr in found.items() if p == profile])
+        md += [f"- `{profile}`: {prov['runs_done']}/{prov['runs']} runs done"
+               + (f", first submitted {prov['first_submitted']}, last finished {prov['last_finished']}, "
+                  f"wall time {prov['wall_hours']:.2f} h ({prov['train_hours']:.2f} h of training summed over runs)"
+                  if "wall_hours" in prov else "")
+               + ("; code: " + ", ".join(f"commit `{k}` ({n} runs)" for k, n in prov["commits"].items())
+                  if prov["commits"] else "")
+               + (f"; hosts: {', '.join(prov['hosts'])}" if prov["hosts"] else "") + "."]
+        for root, m in prov["machines"].items():
+            mach = m.get("machine", {})
+            md.append(f"  - machine (`{_shown_path(Path(root))}/machine.json`): {mach.get('cpu')}, {mach.get('cores')} cores, "
+                      f"{mach.get('memory_gib')} GiB, GPU: {mach.get('gpu') or 'none'}, {mach.get('os')}, "
+                      f"Python {mach.get('python')}, torch {mach.get('torch')}; campaign `{m.get('command')}` "
+                      f"started {m.get('started')} at commit `{(m.get('git') or {}).get('commit', '')[:12]}`.")
+    return md
+
+
+def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], seen: list[str]) -> list[str]:
+    """Every paper table: the reproduced values of each profile beside the paper's, or the paper's alone."""
+    md = ['<a id="tables"></a>', "", "## Tables", ""]
+    for table in tables:
+        anchor = output_stem(table)
+        md += [f'<a id="{anchor}"></a>', "", f"### {table.title}", "", f"Paper values: {table.source}.", ""]
+        trs = [found[(table.name, p)] for p in seen if (table.name, p) in found]
+        if not trs:
+            md += ["No reproduced results yet; paper values:", ""]
+            md += [_paper_only(table).to_markdown(index=False), ""]
+        for tr in trs:
+            shown = display_frame(tr.table, tr.summary, tr.profile)
+            md += [f"Profile `{tr.profile}` ({int((tr.runs['status'] == 'done').sum())}/{len(tr.runs)} runs done): "
+                   f"{' '.join(tr.table.profiles[tr.profile].description.split())}", "",
+                   shown.to_markdown(index=False), ""]
+    return md
+
+
+def _paper_only(table: Table) -> pd.DataFrame:
+    cols = {"Row": [r.label for r in table.rows]}
+    for col, spec in table.columns.items():
+        cols[f"{spec.label} (paper)"] = ["-" if r.paper.get(col) is None else f"{r.paper[col]:g}" for r in table.rows]
+    return pd.DataFrame(cols)
+
+
+CSS = """
+body { font-family: "DejaVu Sans", Arial, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.88em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+img { max-width: 100%; }
+code { background: #f5f5f5; padding: 0 0.2em; }
+.verdict { padding: 0.05em 0.4em; border-radius: 0.3em; white-space: nowrap; }
+.v-supported { background: #d4edda; }
+.v-not-supported { background: #f8d7da; }
+.v-inconclusive { background: #fff3cd; }
+.v-not-run { background: #e2e3e5; }
+"""
+
+
+def to_html(markdown_text: str, base: Path) -> str:
+    """The report as one page: Markdown rendered, figures inlined as data URIs."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"], output_format="html")
+
+    def inline(m: re.Match) -> str:
+        src = m.group(2)
+        path = base / src
+        if not path.is_file():
+            raise ConfigError(f"report: figure {path} is missing")
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'{m.group(1)}data:image/png;base64,{data}{m.group(3)}'
+
+    body = re.sub(r'(<img[^>]*\bsrc=")([^"]+\.png)(")', inline, body)
+    title = "Momentum² Teacher: claims report"
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+            f"<style>{CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")

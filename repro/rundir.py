@@ -1,0 +1,133 @@
+"""A run directory's state and files, read by both the launcher and the results.
+
+Each run directory holds ``config.yaml`` (the resolved config, git commit, dirty flag),
+``job.json`` (who runs it), ``metrics.jsonl``, ``checkpoints/``, and at the end
+``final.json`` (or ``error.txt``). What the directory alone says is here; what the
+scheduler adds (a cancelled SLURM job leaves no trace in the directory) is the launcher's
+(``repro.launch.slurm.run_states``), which takes the same arguments as :func:`run_states`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .atomic import atomic_write
+from .config import ConfigError, RunConfig, from_dict, run_semantics, to_dict
+from .grid import Run
+from .paths import REPO  # a checkout, or a code snapshot (runs/.code/<hash>/)
+
+CODE_RECORD = "code.json"  # in a code snapshot: its hash and the git state it was taken from
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()))
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def git_commit(repo: Path = REPO) -> dict:
+    """Commit and dirty flag of the git checkout ``repo`` (None for each when git cannot say)."""
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                  check=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit or None, "dirty": bool(status) if status is not None else None}
+
+
+def git_state() -> dict:
+    """Commit and dirty flag of the code that runs: a snapshot answers from its record."""
+    record = read_json(REPO / CODE_RECORD)
+    if record is not None:
+        return {"commit": record.get("commit"), "dirty": record.get("dirty"), "code": record.get("code")}
+    return git_commit(REPO)
+
+
+def run_status(run_dir: Path) -> str:
+    """done / failed / running / pending / new, from the run directory alone."""
+    if (run_dir / "final.json").is_file():
+        return "done"
+    if (run_dir / "error.txt").is_file():
+        return "failed"
+    if (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
+        return "running"
+    if (run_dir / "job.json").is_file():
+        return "pending"
+    return "new"
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What is known about one run: from its directory and, for SLURM jobs, from sacct."""
+
+    status: str  # done / failed / cancelled / running / pending / new
+    job_id: str | None = None
+    scheduler_state: str | None = None  # SLURM's word (None: not a SLURM job, or not asked)
+    error: str | None = None  # first line of error.txt, or what the scheduler said
+
+
+def first_error_line(run_dir: Path) -> str:
+    lines = (run_dir / "error.txt").read_text().splitlines()
+    return lines[0] if lines else "error.txt is empty"
+
+
+def run_states(run_dirs: list[Path]) -> list[RunState]:
+    """The state of each run directory, from the directory alone (no scheduler asked)."""
+    out = []
+    for d in run_dirs:
+        status = run_status(d)
+        job = read_json(d / "job.json") or {}
+        out.append(RunState(status, str(job["job_id"]) if "job_id" in job else None, None,
+                            first_error_line(d) if status == "failed" else None))
+    return out
+
+
+def prepare_run_dir(run: Run, runs_root: Path) -> Path:
+    """Create the run directory with its resolved config, or check it matches the saved one."""
+    run_dir = run.run_dir(runs_root)
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        old = yaml.safe_load(saved.read_text()) or {}
+        if run_semantics(from_dict(RunConfig, old.get("config", {}))) != run_semantics(run.config):
+            raise ConfigError(f"{saved}: holds a different config than run {run.run_id}; remove the directory")
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"table": run.table, "profile": run.profile, "row": run.row, "seed": run.seed, "run_id": run.run_id,
+           "git": git_state(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": _yaml_ready(to_dict(run.config))}
+    atomic_write(saved, lambda f: f.write(yaml.safe_dump(doc, sort_keys=False).encode()))
+    return run_dir
+
+
+def _yaml_ready(d):
+    if isinstance(d, dict):
+        return {k: _yaml_ready(v) for k, v in d.items()}
+    return list(d) if isinstance(d, tuple) else d
+
+
+def last_metrics(path: Path) -> dict | None:
+    """The last complete line of a ``metrics.jsonl`` (None when there is none)."""
+    if not path.is_file():
+        return None
+    last = None
+    for line in path.read_text().splitlines():
+        try:
+            last = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+    return last

@@ -1,0 +1,118 @@
+"""Checkpoints that resume exactly, written atomically and loaded safely.
+
+A checkpoint holds only tensors, numbers, strings and plain containers, so it loads with
+``torch.load(weights_only=True)``. Besides the model and optimizer it keeps every
+process's buffers: Momentum BN histories (and BN statistics) differ per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from ..atomic import atomic_write
+
+KEEP = 2  # checkpoints kept per run
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message says which file and what to do."""
+
+
+def sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes (provenance: which weights a run wrote or loaded)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: p.name)
+
+
+def final_record(run_dir: Path) -> dict:
+    """What a finished pre-training records of its final (latest) checkpoint in final.json: the
+    file, relative to the run directory, and its sha256 (checked before a transfer exports it)."""
+    found = checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint after training")
+    return {"final_checkpoint": found[-1].relative_to(run_dir).as_posix(), "final_checkpoint_sha256": sha256(found[-1])}
+
+
+def _buffers(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.named_buffers()}
+
+
+def save(run_dir: Path, model, optimizer, step: int, *, rank: int, world_size: int) -> None:
+    """Collective when distributed: every rank must call it at the same step."""
+    buffers = _buffers(model)
+    if world_size > 1:
+        gathered: list = [None] * world_size
+        dist.all_gather_object(gathered, buffers)
+    else:
+        gathered = [buffers]
+    if rank == 0:
+        state = {
+            "step": step,
+            "world_size": world_size,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "rank_buffers": gathered,
+        }
+        path = Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
+        atomic_write(path, lambda f: torch.save(state, f))
+        for old in checkpoints(run_dir)[:-KEEP]:
+            old.unlink(missing_ok=True)
+    if world_size > 1:
+        dist.barrier()  # the file exists before any rank moves on (or is preempted)
+
+
+def load(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or holding pickled objects
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({reason[:160]}). Delete it to resume from the "
+            f"previous checkpoint (or remove the run directory to start over)"
+        ) from None
+    missing = {"step", "world_size", "model", "optimizer", "rank_buffers"} - set(state if isinstance(state, dict) else ())
+    if missing:
+        raise CheckpointError(f"{path}: not a checkpoint of this suite (missing {sorted(missing)})")
+    return state
+
+
+def resume(run_dir: Path, model, optimizer, *, rank: int, world_size: int) -> int:
+    """Load the latest checkpoint of ``run_dir`` into model and optimizer; return its step.
+
+    Returns 0 when the run has none. Never falls back silently: a corrupt latest
+    checkpoint is an error that names the file.
+    """
+    found = checkpoints(run_dir)
+    if not found:
+        return 0
+    state = load(found[-1])
+    if state["world_size"] != world_size:
+        raise CheckpointError(
+            f"{found[-1]}: written by {state['world_size']} processes, resumed with {world_size}; "
+            f"resume with the same world size"
+        )
+    model.load_state_dict(state["model"])
+    own = state["rank_buffers"][rank]
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            buf.copy_(own[name])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])

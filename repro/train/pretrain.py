@@ -1,0 +1,195 @@
+"""Pre-training loop: one process or many (torch.distributed, env://), exact resume.
+
+The loop owns time: the schedule is built once (``step.schedule_for``) and gives lr_k, tau_k
+and alpha_k for step k, which the loop passes into the step (``step.train_step``).
+Reading top to bottom: setup, data, resume, the step loop, checkpoint, final.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..config import RunConfig
+from ..core import schedules
+from ..core.lars import LARS, lars_param_groups
+from ..core.momentum_bn import momentum_bn_layers
+from ..data.augment import AUGMENTATIONS, ResumableSampler, TwoViewDataset
+from ..data.datasets import build_dataset, dataset_stats, split_for
+from ..models.backbones import model_from_config
+from . import checkpoint as ckpt
+from .loop import MetricsLog, TrainingDiverged
+from .step import schedule_for, train_step
+
+
+def setup_distributed(world_size: int) -> tuple[int, torch.device]:
+    """Join the process group from the env:// variables when ``world_size > 1``.
+
+    gloo on CPU, NCCL on CUDA. Returns (rank, device).
+    """
+    cuda = torch.cuda.is_available()
+    if world_size > 1 and not dist.is_initialized():
+        got = int(os.environ.get("WORLD_SIZE", "1"))
+        if got != world_size:
+            raise RuntimeError(
+                f"the run asks for {world_size} processes but WORLD_SIZE is {got}: launch it with "
+                f"{world_size} tasks (python -m repro run ... handles this)"
+            )
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(minutes=30))
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return rank, torch.device("cuda", local_rank)
+    return rank, torch.device("cpu")
+
+
+def set_threads(cfg: RunConfig) -> int:
+    # SLURM does not confine CPUs here: take the allotment from SLURM_CPUS_PER_TASK.
+    threads = cfg.train.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
+    o = cfg.optim
+    if o.optimizer == "lars":
+        # BN and bias (1-d tensors) are excluded from the adaptation; weight decay on them
+        # per optim.lars_exclude_wd (see LARS's FIDELITY notes).
+        groups = lars_param_groups(model.student, o.weight_decay, paper_wd_exclusion=o.lars_exclude_wd)
+        return LARS(groups, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, eta=o.lars_trust,
+                    exclude_wd_from_excluded=o.lars_exclude_wd)
+    params = [p for p in model.student.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
+
+
+def _two_view_data(cfg: RunConfig, rank: int) -> tuple[TwoViewDataset, ResumableSampler]:
+    mean, std = dataset_stats(cfg.data.dataset)
+    base = build_dataset(cfg.data.dataset, cfg.data.root, split_for(cfg.data.dataset, "pretrain"), cfg.data.image_size)
+    t1, t2 = AUGMENTATIONS[cfg.data.augmentation](
+        cfg.data.image_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
+        normalize_mean=mean, normalize_std=std,
+    )
+    dataset = TwoViewDataset(base, t1, t2, seed=cfg.train.seed)
+    sampler = ResumableSampler(
+        len(dataset), rank=rank, world_size=cfg.train.world_size, seed=cfg.train.seed,
+        per_rank_batch_size=cfg.train.bn_batch_size,
+    )
+    return dataset, sampler
+
+
+def _epoch_loader(dataset: TwoViewDataset, sampler: ResumableSampler, cfg: RunConfig, device, epoch: int,
+                  start_batch: int):
+    """A fresh loader per epoch: workers see set_epoch (no persistent workers), and a resumed
+    run skips exactly the batches this epoch already consumed."""
+    dataset.set_epoch(epoch)
+    sampler.set_epoch(epoch, start_batch=start_batch)
+    return iter(DataLoader(
+        dataset, batch_size=cfg.train.bn_batch_size, sampler=sampler, drop_last=True,
+        num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
+    ))
+
+
+def pretrain(
+    cfg: RunConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True
+) -> tuple[dict, torch.nn.Module]:
+    """Pre-train per ``cfg`` in ``run_dir`` (resuming from its last checkpoint).
+
+    Returns the training summary (steps, seconds per iteration, final loss) and the model
+    on every rank;
+    rank 0 also writes ``checkpoints/`` and ``metrics.jsonl``. ``stop_at_step`` ends the
+    loop early after checkpointing, as a preemption would (used by the resume tests).
+    """
+    run_dir = Path(run_dir)
+    t_start = time.time()
+    set_threads(cfg)
+    rank, device = setup_distributed(cfg.train.world_size)
+    world = cfg.train.world_size
+    dataset, sampler = _two_view_data(cfg, rank)
+    spe = schedules.steps_per_epoch(len(dataset), cfg.train.global_batch_size)
+    schedule = schedule_for(cfg, spe)
+    last_step = min(schedule.total_steps, cfg.train.max_steps or schedule.total_steps)
+
+    # ---- model (same seed on every rank: identical initial weights)
+    torch.manual_seed(cfg.train.seed)
+    model = model_from_config(cfg).to(device)
+    optimizer = build_optimizer(model, cfg)
+    step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=world)
+    wrapped = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_initialized() else model
+    model.train()
+
+    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
+    bar = _progress_bar(run_dir, last_step, step) if rank == 0 and progress else None
+    step_times: list[float] = []
+    loss_value = math.nan
+    loader_iter = None
+    while step < last_step:
+        epoch, batch_in_epoch = divmod(step, spe)
+        if loader_iter is None or batch_in_epoch == 0:
+            loader_iter = _epoch_loader(dataset, sampler, cfg, device, epoch, batch_in_epoch)
+        t0 = time.perf_counter()
+        view1, view2 = (v.to(device, non_blocking=True) for v in next(loader_iter))
+        lr, tau, alpha = schedule(step)
+        try:
+            loss_value = train_step(model, optimizer, view1, view2, lr=lr, tau=tau, alpha=alpha, step=step,
+                                    forward=wrapped)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
+                                   f"is kept in {run_dir / 'checkpoints'}") from None
+        step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        step_times.append(time.perf_counter() - t0)
+
+        if step % cfg.train.log_every == 0 or step == last_step:
+            metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
+                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time()})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+        stopping = stop_at_step is not None and step >= stop_at_step
+        if step % cfg.train.checkpoint_every == 0 or step == last_step or stopping:
+            ckpt.save(run_dir, model, optimizer, step, rank=rank, world_size=world)
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    metrics.close()
+    return _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, step_times, t_start), model
+
+
+def _progress_bar(run_dir: Path, last_step: int, step: int):
+    from tqdm import tqdm
+
+    return tqdm(total=last_step, initial=step, desc=run_dir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
+
+
+def _summary(cfg: RunConfig, model, device, step: int, total_steps: int, spe: int, loss_value: float,
+             step_times: list[float], t_start: float) -> dict:
+    return {
+        "steps": step,
+        "total_steps": total_steps,
+        "steps_per_epoch": spe,
+        "epochs_done": step / spe,
+        "final_loss": loss_value,
+        "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup),
+        "train_wall_s": time.time() - t_start,
+        "world_size": cfg.train.world_size,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "teacher_momentum_bn_layers": sum(1 for _ in momentum_bn_layers(model.teacher)),
+    }
+
+
+def _sec_per_iter(times: list[float], warmup: int) -> float | None:
+    """Mean seconds per step after leaving out the first ``warmup`` steps of this process."""
+    kept = times[warmup:] if len(times) > warmup else times[len(times) // 2 :]
+    return sum(kept) / len(kept) if kept else None

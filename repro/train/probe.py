@@ -1,0 +1,101 @@
+"""Frozen-feature probes of the teacher backbone: linear (SPEC §4) and kNN.
+
+FIDELITY: the backbone is the teacher's, in eval mode, so Momentum BN normalises with its
+history (the reference code's "byol" evaluation setting). The linear classifier is
+Linear(d -> classes) FOLLOWED by BN1d(classes), SGD momentum 0.9, no weight decay,
+cosine decay. The final epoch is THE result; the best of the periodic evaluations
+(the reference code's number) is reported separately and marked as such.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..config import RunConfig
+from ..core import schedules
+from ..data.augment import Transformed, probe_train_transform
+from ..data.datasets import build_dataset, dataset_stats, num_classes, split_for
+from .loop import eval_transform_for, set_lr, topk_accuracy
+
+
+@torch.no_grad()
+def features(encoder: nn.Module, dataset: Dataset, transform, device, *, workers=0, batch=256, generator=None):
+    """(features, labels) of ``dataset`` through ``encoder`` (eval mode, no gradient)."""
+    encoder.eval()
+    loader = DataLoader(Transformed(dataset, transform), batch_size=batch, num_workers=workers,
+                        shuffle=generator is not None, generator=generator)
+    feats, labels = [], []
+    for x, y in loader:
+        feats.append(encoder(x.to(device)).float().cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(feats), torch.cat(labels)
+
+
+def knn_top1(train_f, train_y, test_f, test_y, *, k: int, temperature: float, classes: int) -> float:
+    """Weighted kNN on cosine similarity (votes exp(sim / T), as in InstDisc / DINO)."""
+    train_f, test_f = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
+    correct = 0
+    for start in range(0, len(test_f), 1024):
+        sim = test_f[start : start + 1024] @ train_f.T
+        top_sim, top_idx = sim.topk(min(k, len(train_f)), dim=1)
+        votes = torch.zeros(len(top_sim), classes)
+        votes.scatter_add_(1, train_y[top_idx], (top_sim / temperature).exp())
+        correct += (votes.argmax(1) == test_y[start : start + 1024]).sum().item()
+    return 100.0 * correct / len(test_f)
+
+
+def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, *, classes: int) -> dict:
+    """Train Linear -> BN1d on frozen features; ``plain_train`` / ``test`` are (features, labels)."""
+    p = cfg.probe
+    mean, std = dataset_stats(cfg.data.dataset)
+    train_tf = probe_train_transform(cfg.data.image_size, hflip=cfg.data.hflip, normalize_mean=mean,
+                                     normalize_std=std)
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
+    head = nn.Sequential(nn.Linear(plain_train[0].shape[1], classes), nn.BatchNorm1d(classes))
+    lr = schedules.scaled_lr(p.linear_lr_per_256, p.linear_batch_size)
+    opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    n_train = len(plain_train[1])
+    steps_per_epoch = max(1, n_train // p.linear_batch_size)
+    total = p.linear_epochs * steps_per_epoch
+    step, history = 0, []
+    for epoch in range(p.linear_epochs):
+        if p.augment:  # the paper's protocol: features of freshly augmented crops
+            train_f, train_y = features(encoder, train_set, train_tf, device, workers=cfg.data.workers, generator=gen)
+        else:
+            order = torch.randperm(n_train, generator=gen)
+            train_f, train_y = plain_train[0][order], plain_train[1][order]
+        head.train()
+        for i in range(steps_per_epoch):
+            sl = slice(i * p.linear_batch_size, (i + 1) * p.linear_batch_size)
+            set_lr(opt, lr * schedules.cosine_ramp(step, total))
+            loss = F.cross_entropy(head(train_f[sl]), train_y[sl])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+        if (epoch + 1) % p.eval_every == 0 or epoch + 1 == p.linear_epochs:
+            head.eval()
+            with torch.no_grad():
+                history.append((epoch + 1, *topk_accuracy(head(test[0]), test[1])))
+    final_epoch, top1, top5 = history[-1]
+    best = max(history, key=lambda h: h[1])
+    return {"top1": top1, "top5": top5, "best_top1": best[1], "best_epoch": best[0], "probe_epochs": final_epoch}
+
+
+def evaluate(model, cfg: RunConfig, device) -> dict:
+    """Linear and kNN probes of the frozen encoder (``probe.encoder``) on the probe splits."""
+    name, root, size = cfg.data.dataset, cfg.data.root, cfg.data.image_size
+    train_set = build_dataset(name, root, split_for(name, "probe_train"), size)
+    test_set = build_dataset(name, root, split_for(name, "probe_test"), size)
+    encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(name)
+    plain = eval_transform_for(cfg)
+    train = features(encoder, train_set, plain, device, workers=cfg.data.workers)
+    test = features(encoder, test_set, plain, device, workers=cfg.data.workers)
+    result = linear_probe(encoder, train_set, train, test, cfg, device, classes=classes)
+    result["knn_top1"] = knn_top1(*train, *test, k=cfg.probe.knn_k, temperature=cfg.probe.knn_temperature,
+                                  classes=classes)
+    return result

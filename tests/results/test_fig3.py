@@ -1,0 +1,62 @@
+"""Figure 3 is drawn from Table 4's rendered results, and only changes when they change."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from repro.grid import expand, load_table
+from repro.results import figures as fig3
+from repro.results.collect import render
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def finish(runs_root, run, top1):
+    """A hand-made run record (as a finished run writes it), for the rendering path only."""
+    d = run.run_dir(runs_root)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "final.json").write_text(json.dumps({"top1": top1, "top5": 99.0, "knn_top1": 50.0, "sec_per_iter": 0.1}))
+
+
+def test_paper_curves_are_table4():
+    curves = fig3.paper_curves()
+    byol = dict(zip(curves[curves.method == "byol"].bn_batch, curves[curves.method == "byol"].top1))
+    ours = dict(zip(curves[curves.method == "ours"].bn_batch, curves[curves.method == "ours"].top1))
+    assert byol == {64: 59.7, 128: 69.6, 256: 71.8, 512: 72.2}
+    assert ours == {16: 68.3, 32: 72.0, 48: 72.5, 64: 72.6, 128: 72.9}
+
+
+def test_changed_table4_result_changes_the_figure_input_and_nothing_else_does(tmp_path):
+    runs_root, out = tmp_path / "runs", tmp_path / "out"
+    runs = {r.row: r for r in expand(load_table("t04"), "smoke")}
+    finish(runs_root, runs["ours-32"], 41.0)
+    finish(runs_root, runs["byol-64"], 30.0)
+    csv = render("t04", "smoke", runs_root, out_dir=out)["csv"]
+    data = fig3.figure_data(out)
+    mine = data[data.profile == "smoke"].set_index("bn_batch")
+    assert mine.loc[32, "top1"] == 41.0 and mine.loc[32, "method"] == "ours" and mine.loc[64, "method"] == "byol"
+    assert len(mine) == 2  # unfinished rows are not plotted
+
+    before = csv.stat().st_mtime_ns
+    render("t04", "smoke", runs_root, out_dir=out)  # same results: the csv is not touched
+    assert csv.stat().st_mtime_ns == before
+
+    finish(runs_root, runs["ours-32"], 45.5)
+    render("t04", "smoke", runs_root, out_dir=out)
+    assert csv.stat().st_mtime_ns != before
+    changed = fig3.figure_data(out)
+    assert changed[(changed.profile == "smoke") & (changed.bn_batch == 32)].top1.item() == 45.5
+
+    paths = fig3.draw(changed, tmp_path / "fig")
+    assert all(p.stat().st_size > 1000 for p in paths) and [p.suffix for p in paths] == [".png", ".pdf"]
+
+
+def test_script_runs_without_results(tmp_path):
+    """The thin command line over repro.results.figures, run from elsewhere (this checkout's package)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(REPO / "figures" / "fig3_bn_batch.py"), "--results", str(tmp_path),
+                          "--out", str(tmp_path / "fig")], capture_output=True, text=True, check=True,
+                         cwd=tmp_path, env=env).stdout
+    assert "0 reproduced points" in out and (tmp_path / "fig" / "fig3.png").is_file()

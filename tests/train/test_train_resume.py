@@ -1,0 +1,102 @@
+"""Pre-training: exact resume (one and two processes), divergence, corrupt checkpoints."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from repro.train import checkpoint as ckpt
+from repro.train import pretrain as train
+from repro.grid import expand, load_table
+
+
+def smoke_config(row="bn-mbn", world_size=1, **train_overrides):
+    run = next(r for r in expand(load_table("t01"), "smoke") if r.row == row)
+    t = dataclasses.replace(run.config.train, world_size=world_size, **train_overrides)
+    return dataclasses.replace(run.config, train=t)
+
+
+def final_state(run_dir):
+    return ckpt.load(ckpt.checkpoints(run_dir)[-1])
+
+
+def assert_same_state(a, b):
+    assert a["step"] == b["step"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for ra, rb in zip(a["rank_buffers"], b["rank_buffers"]):
+        for k in ra:
+            assert torch.equal(ra[k], rb[k]), k
+
+
+def test_interrupted_and_resumed_run_ends_bitwise_equal(tmp_path):
+    cfg = smoke_config()
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    summary, _ = train.pretrain(cfg, whole, progress=False)
+    stopped, _ = train.pretrain(cfg, parts, stop_at_step=2, progress=False)  # mid-epoch, not on a checkpoint period
+    assert stopped["steps"] == 2
+    resumed, _ = train.pretrain(cfg, parts, progress=False)
+    assert resumed["steps"] == summary["steps"] == 6
+    assert resumed["final_loss"] == summary["final_loss"]
+    assert_same_state(final_state(whole), final_state(parts))
+    # The teacher's Momentum BN history was resumed too, not restarted from 0 / 1.
+    state = final_state(parts)["model"]
+    assert not torch.equal(state["teacher.encoder.bn1.running_var"], torch.ones_like(state["teacher.encoder.bn1.running_var"]))
+    lines = [json.loads(l) for l in (parts / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def _two_process_run(rank, world_size, cfg, whole, parts):
+    train.pretrain(cfg, whole, progress=False)
+    train.pretrain(cfg, parts, stop_at_step=4, progress=False)
+    summary, _ = train.pretrain(cfg, parts, progress=False)
+    return summary["final_loss"]
+
+
+@pytest.mark.parametrize("row", ["syncbn-mbn", "bn-bn"])
+def test_two_process_resume_is_exact_with_per_rank_state(tmp_path, distributed, row):
+    cfg = smoke_config(row, world_size=2)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    losses = distributed(_two_process_run, 2, cfg, whole, parts)
+    assert losses[0] == losses[1]
+    a, b = final_state(whole), final_state(parts)
+    assert_same_state(a, b)
+    # Each process keeps its own teacher statistics (per-GPU BN / Momentum BN history).
+    key = "teacher.encoder.bn1.running_mean"
+    assert not torch.equal(a["rank_buffers"][0][key], a["rank_buffers"][1][key])
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path, monkeypatch):
+    real = train.model_from_config
+
+    def poisoned(cfg):
+        model = real(cfg)
+        forward = model.forward
+        model.forward = lambda v1, v2: forward(v1, v2) * float("nan")
+        return model
+
+    monkeypatch.setattr(train, "model_from_config", poisoned)
+    with pytest.raises(train.TrainingDiverged, match="loss is nan at step 0"):
+        train.pretrain(smoke_config(), tmp_path, progress=False)
+
+
+def test_corrupt_checkpoint_is_refused_naming_the_file(tmp_path):
+    cfg = smoke_config()
+    train.pretrain(cfg, tmp_path, stop_at_step=3, progress=False)
+    latest = ckpt.checkpoints(tmp_path)[-1]
+    latest.write_bytes(latest.read_bytes()[:100])  # truncated by a crash
+    with pytest.raises(ckpt.CheckpointError) as e:
+        train.pretrain(cfg, tmp_path, progress=False)
+    msg = str(e.value)
+    assert str(latest) in msg and "Delete it to resume from the previous checkpoint" in msg and "\n" not in msg
+
+
+def test_checkpoints_hold_only_safe_types_and_are_pruned(tmp_path):
+    train.pretrain(smoke_config(checkpoint_every=1), tmp_path, progress=False)
+    found = ckpt.checkpoints(tmp_path)
+    assert [p.name for p in found] == ["step_00000005.pt", "step_00000006.pt"]
+    torch.load(found[-1], weights_only=True)  # raises if anything but tensors and plain data
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
