@@ -190,3 +190,13 @@ def test_dataset_sources(tmp_path):
         (tmp_path / "coco" / "annotations" / f"instances_{split}2017.json").write_text("{}")
     found = d2.dataset_sources(dataclasses.replace(coco, data=dataclasses.replace(coco.data, root=str(tmp_path))), tmp_path)
     assert list(found) == ["repro_coco_2017_train", "repro_coco_2017_val"]
+
+
+@pytest.mark.parametrize("row,key", [("retinanet-1x-ours-300", "MODEL.RETINANET.SCORE_THRESH_TEST"),
+                                     ("fcos-1x-ours-300", "model.test_score_thresh")])
+def test_one_stage_detectors_keep_low_scores_only_on_the_synthetic_data(row, key):
+    """A few CPU iterations leave every score near the focal prior (0.01): below Detectron2's
+    thresholds (0.05, 0.2) the model would make no detection and its AP would be undefined."""
+    assert _config(_cfg("t10", row, "smoke"))["overrides"][key] == d2.SYNTHETIC_SCORE_THRESH == 1e-4
+    assert key not in _config(_cfg("t10", row))["overrides"]  # the paper profile: Detectron2's own
+    assert "MODEL.RETINANET.SCORE_THRESH_TEST" not in _config(_cfg("t09", "mask-1x-ours-300", "smoke"))["overrides"]
