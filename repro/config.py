@@ -6,6 +6,10 @@ unknown key or a wrong type with the key's dotted path and what was expected.
 
 Fields marked ``semantic=False`` (where the data lives, how many loader workers, how
 often to log) do not change a run's result and do not enter its id.
+
+Each section of a RunConfig names the tasks that read it (``_section``); a run's id covers the
+semantic fields of its task's sections (``TASK_SECTIONS``, derived from them), and a table that
+sets a key its task does not read fails (:func:`check_task_keys`).
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ from typing import Any, Literal
 
 import yaml
 
-from .core import schedules
+from .core import model as _st_model, moco as _moco, schedules
+
+# The teacher norms the core builds (core/model.py for BYOL-style runs, core/moco.py for MoCo),
+# in that order, each once: the config takes its list from there.
+TEACHER_NORMS = tuple(dict.fromkeys(_st_model.TEACHER_NORMS + _moco.TEACHER_NORMS))
 
 
 class ConfigError(ValueError):
@@ -42,8 +50,8 @@ class ModelConfig:
     hidden_dim: int | None = None  # None: the paper's (512 for ResNet-18, 4096 for ResNet-50)
     projection_dim: int | None = None  # None: the paper's (128 / 256)
     student_norm: Literal["bn", "syncbn"] = "bn"
-    # "shuffle" (shuffling BN) is MoCo's only (method.framework: moco).
-    teacher_norm: Literal["bn", "syncbn", "mbn", "eman", "shuffle"] = "mbn"
+    # The core's (TEACHER_NORMS); "shuffle" (shuffling BN) is MoCo's only (method.framework: moco).
+    teacher_norm: Literal[TEACHER_NORMS] = "mbn"
     variance: Literal["reference", "biased"] = "reference"  # Momentum BN's variance, SPEC §1
 
 
@@ -89,7 +97,10 @@ class MethodConfig:
 class TrainConfig:
     epochs: float = 400.0
     bn_batch_size: int = 32  # samples per process = the batch a (non-synced) BN sees
-    world_size: int = 1  # processes (GPUs); global batch = bn_batch_size * world_size
+    # Pre-training: processes (GPUs), global batch = bn_batch_size * world_size. Detection: the GPUs
+    # Detectron2's launcher spawns inside one task. Fine-tuning runs one process and refuses the key
+    # (its ids hash the default, 1, as they always have).
+    world_size: int = field(default=1, metadata={"ignored_by": ("finetune",)})
     max_steps: int | None = None  # stop early (smoke profiles); the schedules still span all epochs
     seed: int = 0
     threads: int | None = _plain(None)  # torch threads per process; None: SLURM_CPUS_PER_TASK or 1
@@ -160,18 +171,29 @@ class DetectionConfig:
     eval_period: int = 0  # 0: evaluate once at the end
 
 
+TASKS = ("pretrain", "finetune", "detection")
+
+
+def _section(cls, *tasks: str, plain_for: tuple[str, ...] = ()):
+    """A section of :class:`RunConfig` and the tasks that read it. A run's id covers the semantic
+    fields of the sections its task reads; ``plain_for``: tasks that read only the section's
+    non-semantic fields (where the data lives, how many workers), which enter no id."""
+    return field(default_factory=cls, metadata={"tasks": tasks, "plain_for": plain_for})
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    task: Literal["pretrain", "finetune", "detection"] = "pretrain"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    task: Literal[TASKS] = "pretrain"
+    model: ModelConfig = _section(ModelConfig, "pretrain", "finetune", "detection")
+    # Detection reads data.root (COCO / LVIS) and data.workers (Detectron2's loader) only.
+    data: DataConfig = _section(DataConfig, "pretrain", "finetune", plain_for=("detection",))
+    optim: OptimConfig = _section(OptimConfig, "pretrain")
+    method: MethodConfig = _section(MethodConfig, "pretrain")
+    train: TrainConfig = _section(TrainConfig, "pretrain", "finetune", "detection")
+    probe: ProbeConfig = _section(ProbeConfig, "pretrain")
+    pretrained: PretrainedConfig = _section(PretrainedConfig, "finetune", "detection")
+    finetune: FinetuneConfig = _section(FinetuneConfig, "finetune")
+    detection: DetectionConfig = _section(DetectionConfig, "detection")
 
     @property
     def peak_lr(self) -> float:
@@ -303,12 +325,55 @@ def semantic_dict(cfg) -> dict:
     return out
 
 
-# The sections each task reads: the others do not enter its id.
-TASK_SECTIONS = {
-    "pretrain": ("task", "model", "data", "optim", "method", "train", "probe"),
-    "finetune": ("task", "model", "data", "train", "pretrained", "finetune"),
-    "detection": ("task", "model", "train", "pretrained", "detection"),
-}
+_SECTIONS = [f for f in dataclasses.fields(RunConfig) if "tasks" in f.metadata]
+# The sections each task reads, from RunConfig's fields: the others do not enter its id.
+TASK_SECTIONS = {task: ("task", *(f.name for f in _SECTIONS if task in f.metadata["tasks"])) for task in TASKS}
+
+
+def _read_keys(section: dataclasses.Field, task: str) -> set[str] | None:
+    """The keys of ``section`` that ``task`` reads: None for all of them."""
+    fields = dataclasses.fields(typing.get_type_hints(RunConfig)[section.name])
+    if task in section.metadata["tasks"]:
+        ignored = {g.name for g in fields if task in g.metadata.get("ignored_by", ())}
+        return {g.name for g in fields} - ignored if ignored else None
+    if task not in section.metadata["plain_for"]:
+        return set()
+    return {g.name for g in fields if not g.metadata.get("semantic", True)}
+
+
+def check_task_keys(nested: dict) -> None:
+    """Refuse a key that the run's task does not read (ConfigError naming the key and the task).
+
+    ``nested``: the config as a table sets it (nested mappings, before defaults)."""
+    task = nested.get("task", "pretrain")
+    if task not in TASKS:
+        return  # from_dict names the bad task
+    for f in _SECTIONS:
+        keys, read = nested.get(f.name), _read_keys(f, task)
+        if read is None or not isinstance(keys, dict):
+            continue
+        ignored = [k for k in keys if k not in read]
+        if ignored:
+            whole = [s for s in TASK_SECTIONS[task][1:] if s != f.name]
+            reads = [*whole, *sorted(f"{f.name}.{k}" for k in read)]
+            raise ConfigError(f"{f.name}.{ignored[0]}: task {task!r} does not read this key; "
+                              f"it reads {', '.join(reads)}")
+
+
+def task_view(nested: dict, task: str) -> dict:
+    """``nested`` without the keys ``task`` does not read: what a transfer profile takes from a
+    shared pre-training profile it extends (its own keys are checked by :func:`check_task_keys`)."""
+    out = {}
+    for key, value in nested.items():
+        section = next((f for f in _SECTIONS if f.name == key), None)
+        read = _read_keys(section, task) if section is not None and isinstance(value, dict) else None
+        if read is None:
+            out[key] = value
+        elif read:
+            kept = {k: v for k, v in value.items() if k in read}
+            if kept:
+                out[key] = kept
+    return out
 
 
 def run_semantics(cfg: RunConfig) -> dict:

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, config_hash, from_dict, load_yaml, merge, to_dict, undot
+from .config import (ConfigError, RunConfig, check_task_keys, config_hash, from_dict, load_yaml, merge, task_view,
+                     to_dict, undot)
 from .paths import data_dir
 
 TABLES_DIR = data_dir("tables")
@@ -107,7 +108,10 @@ def _resolve(profile: Profile, shared: dict[str, Profile], where: str) -> Profil
         raise ConfigError(f"{where}.extends: no shared profile {profile.extends!r} in tables/profiles.yaml "
                           f"(known: {', '.join(shared)})")
     parent = _resolve(shared[profile.extends], shared, f"profiles.yaml:{profile.extends}")
-    return Profile(description=profile.description or parent.description, base=merge(parent.base, profile.base),
+    # A transfer profile takes from a (pre-training) shared profile only what its task reads.
+    task = profile.base.get("task", parent.base.get("task", "pretrain"))
+    inherited = task_view(parent.base, task) if isinstance(task, str) else parent.base
+    return Profile(description=profile.description or parent.description, base=merge(inherited, profile.base),
                    seeds=profile.seeds, budget_minutes=profile.budget_minutes if profile.budget_minutes is not None
                    else parent.budget_minutes, rows=profile.rows,
                    only=profile.only if profile.only is not None else parent.only)
@@ -164,6 +168,7 @@ def expand(table: Table, profile: str) -> list[Run]:
             nested = merge(merge(prof.base, undot(row.set)), undot(prof.rows.get(row.id, {})))
             nested = merge(nested, {"train": {"seed": seed}})
             try:
+                check_task_keys(nested)
                 cfg = from_dict(RunConfig, nested)
             except ConfigError as e:
                 raise ConfigError(f"profile {profile}, row {row.id}: {e}") from None
@@ -173,5 +178,6 @@ def expand(table: Table, profile: str) -> list[Run]:
 
 def with_overrides(run: Run, overrides: dict) -> Run:
     """A copy of ``run`` with nested overrides (e.g. the user's data root) applied."""
+    check_task_keys({**overrides, "task": overrides.get("task", run.config.task)})
     cfg = from_dict(RunConfig, merge(to_dict(run.config), overrides))
     return Run(run.table, run.profile, run.row, run.seed, cfg)

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from repro.config import ConfigError, RunConfig, config_hash, from_dict, load_yaml, to_dict
+from repro.config import TASK_SECTIONS, TEACHER_NORMS, ConfigError, RunConfig, config_hash, from_dict, load_yaml, to_dict
 
 
 def load(d):
@@ -70,3 +70,21 @@ def test_a_run_id_covers_only_the_sections_its_task_reads():
     ft = load({"task": "finetune"})
     assert config_hash(load({"task": "finetune", "finetune": {"epochs": 3}})) != config_hash(ft)
     assert config_hash(load({"task": "finetune", "probe": {"knn_k": 5}})) == config_hash(ft)
+
+
+
+def test_task_sections_come_from_the_run_config_fields():
+    # The sections whose semantic fields each task's run ids have always covered.
+    assert {k: set(v) for k, v in TASK_SECTIONS.items()} == {
+        "pretrain": {"task", "model", "data", "optim", "method", "train", "probe"},
+        "finetune": {"task", "model", "data", "train", "pretrained", "finetune"},
+        "detection": {"task", "model", "train", "pretrained", "detection"},
+    }
+
+
+def test_teacher_norms_are_the_cores():
+    from repro.core import model, moco
+
+    assert set(TEACHER_NORMS) == set(model.TEACHER_NORMS) | set(moco.TEACHER_NORMS)
+    for norm in TEACHER_NORMS:
+        assert load({"model": {"teacher_norm": norm}}).model.teacher_norm == norm

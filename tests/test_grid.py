@@ -82,6 +82,12 @@ def test_a_good_table_file_loads(tmp_path):
         (("paper: {top1: 1.0}", "paper: {top2: 1.0}"), "rows.a.paper.top2: not a column"),
         (("title: test", "titel: test"), "titel: unknown key"),
         (("rows:", "rows: ["), "is not valid YAML"),
+        # A key the run's task does not read is an error naming the key and the task.
+        (("{train: {epochs: 1}}", "{task: finetune, probe: {knn_k: 5}}"),
+         "profile smoke, row a: probe.knn_k: task 'finetune' does not read this key"),
+        (("{train: {epochs: 1}}", "{task: detection, data: {dataset: stl10}}"),
+         "data.dataset: task 'detection' does not read this key; it reads model, train, pretrained, detection, "
+         "data.root, data.workers"),
     ],
 )
 def test_malformed_table_files_name_the_problem(tmp_path, edit, message):
@@ -127,3 +133,33 @@ def test_only_names_rows_of_the_table(tmp_path):
 
 
 T99_WITH_ONLY = GOOD.replace("smoke: {description: x, base: {train: {epochs: 1}}}", "p: {only: [nope], base: {}}")
+
+
+def test_a_transfer_profile_takes_from_a_shared_profile_only_what_its_task_reads(tmp_path):
+    # cpu-smoke sets optim, method, probe and data.dataset: detection reads none of them.
+    text = GOOD.replace("smoke: {description: x, base: {train: {epochs: 1}}}",
+                        "smoke: {extends: cpu-smoke, base: {task: detection, data: {root: /d}}}")
+    (run,) = expand(load_table(_table(tmp_path, text)), "smoke")
+    assert run.config.task == "detection" and run.config.data.root == "/d"
+    assert run.config.data.workers == 0  # cpu-smoke's, read by detection
+    assert run.config.probe == type(run.config.probe)()  # cpu-smoke's probe settings left behind
+
+
+def test_overrides_a_task_ignores_are_refused():
+    from repro.grid import with_overrides
+
+    run = expand(load_table("t09"), "smoke")[0]
+    assert with_overrides(run, {"data": {"root": "/data"}}).config.data.root == "/data"
+    with pytest.raises(ConfigError, match="optim.lr_per_256: task 'detection' does not read this key"):
+        with_overrides(run, {"optim": {"lr_per_256": 1.0}})
+
+
+def test_fine_tuning_runs_one_process_and_refuses_a_world_size():
+    from repro.launch.tasks import tasks_per_job
+
+    runs = expand(load_table("t12"), "local")  # extends cpu-local, which runs 2 processes
+    assert {r.config.train.world_size for r in runs} == {1} and {tasks_per_job(r.config) for r in runs} == {1}
+    with pytest.raises(ConfigError, match="train.world_size: task 'finetune' does not read this key"):
+        from repro.grid import with_overrides
+
+        with_overrides(runs[0], {"train": {"world_size": 2}})

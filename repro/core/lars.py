@@ -50,16 +50,13 @@ class LARS(torch.optim.Optimizer):
     """SGD with momentum and a layer-wise trust ratio (see the module docstring).
 
     params: parameters or param groups; a group may set ``lars_adapt`` (default True),
-        ``weight_decay``, ``lr``, ``momentum``, ``eta``, ``exclude_wd_from_excluded``.
+        ``weight_decay``, ``lr``, ``momentum``, ``eta`` (:func:`lars_param_groups` gives the
+        excluded group no weight decay where the paper's reading is asked for).
     lr: learning rate (the loop overwrites ``group["lr"]`` each step).
     momentum: SGD's momentum (0.9 in every ImageNet run).
     weight_decay: L2 coefficient added to the gradient (SPEC §4: 1e-6 reference code,
         1.5e-6 paper).
     eta: trust coefficient (0.001).
-    exclude_wd_from_excluded: no weight decay on the parameters of groups with
-        ``lars_adapt=False``.
-        FIDELITY: False (the default) is the reference code, which still decays BN
-        parameters and biases; True is the paper ("BN and bias excluded").
     convention: ``"reference"`` (the authors' code, default) or ``"byol"``.
     """
 
@@ -71,7 +68,6 @@ class LARS(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         eta: float = 0.001,
         *,
-        exclude_wd_from_excluded: bool = False,
         convention: str = "reference",
     ):
         if lr < 0.0:
@@ -86,7 +82,7 @@ class LARS(torch.optim.Optimizer):
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         defaults = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_adapt=True,
-            exclude_wd_from_excluded=exclude_wd_from_excluded, convention=convention,
+            convention=convention,
         )
         super().__init__(params, defaults)
 
@@ -101,8 +97,6 @@ class LARS(torch.optim.Optimizer):
                 raise ValueError(f"convention must be one of {CONVENTIONS}, got {group['convention']!r}")
             adapt = group["lars_adapt"]
             wd = group["weight_decay"]
-            if not adapt and group["exclude_wd_from_excluded"]:
-                wd = 0.0  # FIDELITY: the paper's reading; the reference code decays them
             for p in group["params"]:
                 if p.grad is None:
                     continue  # no gradient this step: no decay, no momentum (torch's SGD does the same)
@@ -138,7 +132,7 @@ class LARS(torch.optim.Optimizer):
 def lars_param_groups(
     model_or_named_params: nn.Module | Iterable[tuple[str, torch.Tensor]],
     weight_decay: float,
-    paper_wd_exclusion: bool,
+    lars_exclude_wd: bool,
 ) -> list[dict]:
     """Param groups for :class:`LARS`: adapted (>= 2-d) and excluded (<= 1-d) tensors.
 
@@ -147,8 +141,9 @@ def lars_param_groups(
     code's split by module type (Conv2d and Linear weights adapted; BN parameters and Linear
     biases excluded). Parameters with ``requires_grad=False`` (the teacher) are left out.
 
-    paper_wd_exclusion: FIDELITY: False = the reference code (weight decay also on the
+    lars_exclude_wd: FIDELITY: False = the reference code (weight decay also on the
         excluded tensors); True = the paper (no weight decay on BN parameters and biases).
+        The config's ``optim.lars_exclude_wd``, under the same name.
     Empty groups are dropped.
     """
     named = (
@@ -162,6 +157,6 @@ def lars_param_groups(
             (adapted if p.dim() >= 2 else excluded).append(p)
     groups = [
         {"params": adapted, "lars_adapt": True, "weight_decay": weight_decay},
-        {"params": excluded, "lars_adapt": False, "weight_decay": 0.0 if paper_wd_exclusion else weight_decay},
+        {"params": excluded, "lars_adapt": False, "weight_decay": 0.0 if lars_exclude_wd else weight_decay},
     ]
     return [g for g in groups if g["params"]]

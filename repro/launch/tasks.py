@@ -12,9 +12,10 @@ from pathlib import Path
 
 
 def tasks_per_job(cfg) -> int:
-    """Processes the scheduler starts per run: one per rank, except detection, where
-    Detectron2's own launcher spawns one process per GPU inside a single task."""
-    return 1 if cfg.task == "detection" else cfg.train.world_size
+    """Processes the scheduler starts per run: one per rank of a pre-training; one for a
+    fine-tuning (one process); one for detection, where Detectron2's own launcher spawns one
+    process per GPU inside that task."""
+    return cfg.train.world_size if cfg.task == "pretrain" else 1
 
 
 def pretrain(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:

@@ -64,9 +64,8 @@ def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
     if o.optimizer == "lars":
         # BN and bias (1-d tensors) are excluded from the adaptation; weight decay on them
         # per optim.lars_exclude_wd (see LARS's FIDELITY notes).
-        groups = lars_param_groups(model.student, o.weight_decay, paper_wd_exclusion=o.lars_exclude_wd)
-        return LARS(groups, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, eta=o.lars_trust,
-                    exclude_wd_from_excluded=o.lars_exclude_wd)
+        groups = lars_param_groups(model.student, o.weight_decay, lars_exclude_wd=o.lars_exclude_wd)
+        return LARS(groups, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, eta=o.lars_trust)
     params = [p for p in model.student.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
 

@@ -39,7 +39,8 @@ from detectron2.utils.logger import setup_logger
 import fvcore.nn.weight_init as weight_init
 
 from ..atomic import atomic_write_text
-from .detectron2 import RESULTS_FILE, lvis_numpy_guard
+from .d2_names import RESULTS_FILE
+from .metrics import lvis_numpy_guard
 
 # --------------------------------------------------------------------------- backbones
 

@@ -7,12 +7,13 @@ Detectron2 is an optional extra (not on PyPI, never vendored): this module impor
   dict (base config of Detectron2's model zoo + dotted overrides), so the numbers can be checked
   against SPEC §4 without Detectron2: one frozen `DetectionPlan` (iterations, steps, warm-up, lr,
   depth, norm, classes, PreciseBN iterations, sizes) rendered as yacs or LazyConfig overrides;
-- `parse_metrics` / `read_metrics_json`: box and mask AP, AP50, AP75 from Detectron2's
-  evaluation results (the nested dict its evaluators return, or the `metrics.json` it writes);
-- `lvis_numpy_guard`: lvis 0.5.3 calls `np.float`, which numpy 2 removed (ENV.md);
 - `run_detection(cfg, run_dir, weights_pkl, num_gpus)`: builds the real config, trains with
   Detectron2's trainer under `detectron2.engine.launch` (one process per GPU, spawned INSIDE the
   job: the job is one task holding `num_gpus` GPUs), evaluates, returns the parsed metrics.
+
+The fixed overrides for torchvision-layout weights are data (`torchvision_weights.yaml`); the
+metrics parsing lives in `repro.transfer.metrics`, the datasets a run registers in
+`repro.transfer.datasets`, the names both sides share in `repro.transfer.d2_names`.
 
 The Detectron2-side code (the trainer, the backbone for our CPU-scale ResNets) lives in
 `repro.transfer.d2_runtime`, which imports Detectron2 at import time and registers its backbones
@@ -38,22 +39,22 @@ How the overrides map (yacs configs; FCOS exists only as a LazyConfig):
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
-import math
 import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write_text
+from ..config import ConfigError, RunConfig, load_yaml
 from ..train.checkpoint import sha256
-from ..config import ConfigError, RunConfig
 from . import synthetic
+from .d2_names import RESULTS_FILE, RUNTIME_MODULE, SYNTHETIC
+from .datasets import dataset_sources
+from .metrics import parse_metrics
 
 # --------------------------------------------------------------------------- facts (SPEC §4)
 
@@ -73,10 +74,9 @@ BASE_LR = {"mask_rcnn": 0.02, "cascade_mask_rcnn": 0.02, "retinanet": 0.01, "fco
 SCHEDULES = {"1x": (90_000, (60_000, 80_000)), "2x": (180_000, (120_000, 160_000))}
 WARMUP_ITERS = 1_000  # Detectron2's default linear warm-up (from 0.001 x lr)
 PRECISE_BN_ITERS = 200  # Detectron2's default TEST.PRECISE_BN.NUM_ITER
-# torchvision's ImageNet normalisation in 0..255 units, RGB order (SPEC §4, §6: about 1 AP is
-# lost with Detectron2's BGR / Caffe2 defaults on torchvision-layout weights).
-PIXEL_MEAN = [123.675, 116.28, 103.53]
-PIXEL_STD = [58.395, 57.12, 57.375]
+# The fixed overrides torchvision-layout weights need (RGB, torchvision's mean / std, stride on the
+# 3x3 conv, no frozen stage): {"yacs": {key: value}, "lazy": {key: value}}.
+TORCHVISION_WEIGHTS = load_yaml(Path(__file__).with_name("torchvision_weights.yaml"))
 # LVIS v0.5 (SPEC §4): 1230 classes, repeat-factor sampling at 0.001, 300 detections per image,
 # score threshold 1e-4 (Detectron2's LVIS config).
 LVIS_CLASSES = 1230
@@ -85,7 +85,6 @@ LVIS_DETECTIONS_PER_IMAGE = 300
 LVIS_SCORE_THRESH = 1e-4
 NUM_CLASSES = {"coco": 80, "lvis_v0.5": LVIS_CLASSES, "synthetic_coco": len(synthetic.CATEGORIES),
                "synthetic_lvis": LVIS_CLASSES}
-SYNTHETIC = ("synthetic_coco", "synthetic_lvis")
 # The COCO training scales (Section 4.5.2: short edge in [640, 800] at 32 px steps, 800 at test).
 COCO_TRAIN_SIZES = [640, 672, 704, 736, 768, 800]
 COCO_TEST_SIZE = 800
@@ -115,8 +114,6 @@ _CPU_HEADS_YACS = {
 # no detection and COCO's AP is undefined. At 1e-4 (the LVIS setting) the barely trained
 # model's detections are kept and scored, so the table shows a measured (small) AP.
 SYNTHETIC_SCORE_THRESH = 1e-4
-_RUNTIME = "repro.transfer.d2_runtime"
-RESULTS_FILE = "results.json"  # written by rank 0 into the Detectron2 output folder
 
 INSTALL_HINT = (
     "Detectron2 is not installed (the detection tables t09-t11 need it; everything else runs without). "
@@ -271,12 +268,7 @@ def yacs_overrides(plan: DetectionPlan, weights, output_dir, datasets: tuple[str
         "MODEL.WEIGHTS": str(weights),
         "OUTPUT_DIR": str(output_dir),
         "SEED": plan.seed,
-        # torchvision-layout weights (SPEC §4, §6)
-        "INPUT.FORMAT": "RGB",
-        "MODEL.PIXEL_MEAN": PIXEL_MEAN,
-        "MODEL.PIXEL_STD": PIXEL_STD,
-        "MODEL.RESNETS.STRIDE_IN_1X1": False,
-        "MODEL.BACKBONE.FREEZE_AT": 0,
+        **TORCHVISION_WEIGHTS["yacs"],  # torchvision-layout weights (SPEC §4, §6)
         "MODEL.RESNETS.DEPTH": plan.depth,
         "MODEL.RESNETS.STEM_OUT_CHANNELS": plan.width,
         "MODEL.RESNETS.RES2_OUT_CHANNELS": plan.width * (4 if plan.depth == 50 else 1),
@@ -363,10 +355,7 @@ def lazy_overrides(plan: DetectionPlan, weights, output_dir, datasets: tuple[str
         "dataloader.train.dataset.names": datasets[0],
         "dataloader.test.dataset.names": datasets[1],
         "dataloader.evaluator.output_dir": str(Path(output_dir) / "inference"),
-        # torchvision-layout weights (SPEC §4, §6); the test mapper's format follows the train one's.
-        "dataloader.train.mapper.image_format": "RGB",
-        "model.pixel_mean": PIXEL_MEAN,
-        "model.pixel_std": PIXEL_STD,
+        **TORCHVISION_WEIGHTS["lazy"],  # torchvision-layout weights (SPEC §4, §6)
         "model.num_classes": plan.num_classes,
         "model.backbone.norm": plan.norm,  # the FPN's
         "dataloader.train.mapper.augmentations": [
@@ -402,128 +391,10 @@ def _lazy_backbone(plan: DetectionPlan) -> dict:
         }
     # DEVIATION (CPU-scale profiles): see the yacs branch; the same ResNet from d2_runtime.
     return {"model.backbone.bottom_up": {
-        "_target_": f"{_RUNTIME}.build_torchvision_resnet", "depth": plan.depth, "width": plan.width,
+        "_target_": f"{RUNTIME_MODULE}.build_torchvision_resnet", "depth": plan.depth, "width": plan.width,
         "small_stem": plan.small_stem, "norm": plan.norm, "out_features": ["res3", "res4", "res5"],
         "freeze_at": 0,
     }}
-
-
-# --------------------------------------------------------------------------- results
-
-
-_TASKS = {"bbox": "box", "segm": "mask"}
-_METRICS = {"AP": "ap", "AP50": "ap50", "AP75": "ap75", "APs": "aps", "APm": "apm", "APl": "apl",
-            "APr": "apr", "APc": "apc", "APf": "apf"}  # APr/c/f: LVIS's rare / common / frequent
-
-
-def _number(value) -> float | None:
-    value = float(value)
-    # No number to show: NaN when the model made no detection at all (COCOEvaluator) or a size
-    # range has no ground truth (COCO), -100 for the latter from LVISEvaluator (lvis's -1 x 100).
-    return None if math.isnan(value) or value < 0 else value
-
-
-def parse_metrics(results: Mapping) -> dict[str, float | None]:
-    """box_ap, box_ap50, box_ap75 (and mask_*, and the size / LVIS-frequency splits present) in %.
-
-    `results` is Detectron2's evaluation result, nested as its evaluators return it
-    ({"bbox": {"AP": 39.7, "AP50": ...}, "segm": {...}}) or flattened as in its metrics.json
-    ({"bbox/AP": 39.7, ...}). Per-class entries ("AP-person") are left out; undefined values (NaN:
-    no detections; negative: no ground truth in that size range) become None. Raises ValueError when there is neither a bbox nor a segm result.
-    """
-    out: dict[str, float | None] = {}
-    for task, prefix in _TASKS.items():
-        nested = results.get(task)
-        if isinstance(nested, Mapping):
-            values = nested
-        else:
-            values = {k.split("/", 1)[1]: v for k, v in results.items() if isinstance(k, str) and k.startswith(task + "/")}
-        for name, ours in _METRICS.items():
-            if name in values:
-                out[f"{prefix}_{ours}"] = _number(values[name])
-    if "box_ap" not in out and "mask_ap" not in out:
-        raise ValueError(f"no bbox or segm AP in the evaluation results (keys: {sorted(map(str, results))[:8]})")
-    return out
-
-
-def read_metrics_json(path: str | os.PathLike) -> dict[str, float | None]:
-    """The final evaluation in Detectron2's metrics.json (one JSON object per line, the last
-    line holding "bbox/AP" or "segm/AP" wins), parsed by `parse_metrics`, plus its "iteration"."""
-    last = None
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        record = json.loads(line)
-        if "bbox/AP" in record or "segm/AP" in record:
-            last = record
-    if last is None:
-        raise ValueError(f"{path}: no evaluation (bbox/AP or segm/AP) in Detectron2's metrics")
-    return {**parse_metrics(last), "iteration": last.get("iteration")}
-
-
-@contextlib.contextmanager
-def lvis_numpy_guard() -> Iterator[None]:
-    """Let lvis 0.5.3's `np.float` work on numpy 2, only while the block runs.
-
-    lvis/eval.py casts with `dtype=np.float`, removed in numpy 1.24 (ENV.md). Inside the block
-    `np.float` is the builtin float (what it aliased); afterwards numpy is as it was: the alias is
-    removed again if numpy had none, an existing attribute is left untouched.
-    """
-    import numpy as np
-
-    had = "float" in np.__dict__
-    if not had:
-        np.float = float  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        if not had:
-            np.__dict__.pop("float", None)
-
-
-# --------------------------------------------------------------------------- datasets
-
-
-def dataset_sources(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, dict]:
-    """The datasets a run registers: {name: {"format": "coco" | "lvis", "json": path, "images": path}}
-    in the order (train, test). Synthetic data is written (deterministically) under the run.
-
-    COCO / LVIS v0.5 are read from the layout Detectron2 documents for its builtin datasets, under
-    data.root (or $DETECTRON2_DATASETS, or ./datasets): coco/{train2017,val2017}/,
-    coco/annotations/instances_{train,val}2017.json, lvis/lvis_v0.5_{train,val}.json. Our names are
-    prefixed "repro_" so they never clash with Detectron2's builtin registrations.
-    """
-    from ..data.datasets import DatasetNotFound
-
-    d = cfg.detection.dataset
-    if d in SYNTHETIC:
-        folder = Path(run_dir) / "synthetic_data"
-        if d == "synthetic_coco":
-            data = synthetic.write_coco(folder)
-            names, fmt = ("repro_synthetic_coco_train", "repro_synthetic_coco_val"), "coco"
-        else:
-            data = synthetic.write_lvis(folder)
-            # "v0.5" in the name: Detectron2 then attaches LVIS v0.5's 1230 class names.
-            names, fmt = ("repro_synthetic_lvis_v0.5_train", "repro_synthetic_lvis_v0.5_val"), "lvis"
-        # LVIS finds images through coco_url's folder, appended to the root: keep a trailing "/".
-        roots = [str(data.train_images), str(data.val_images)] if fmt == "coco" else [str(folder) + "/"] * 2
-        return {names[0]: {"format": fmt, "json": str(data.train_json), "images": roots[0]},
-                names[1]: {"format": fmt, "json": str(data.val_json), "images": roots[1]}}
-    root = Path(cfg.data.root or os.environ.get("DETECTRON2_DATASETS", "datasets")).expanduser()
-    if d == "coco":
-        sources = {f"repro_coco_2017_{s}": {"format": "coco", "json": str(root / f"coco/annotations/instances_{s}2017.json"),
-                                            "images": str(root / f"coco/{s}2017")} for s in ("train", "val")}
-    else:
-        sources = {f"repro_lvis_v0.5_{s}": {"format": "lvis", "json": str(root / f"lvis/lvis_v0.5_{s}.json"),
-                                            "images": str(root / "coco") + "/"} for s in ("train", "val")}
-    missing = [p for src in sources.values() for p in (src["json"], src["images"]) if not Path(p).exists()]
-    if missing:
-        raise DatasetNotFound(
-            f"{d} not found under {root}: missing {', '.join(missing[:3])}. Lay it out as Detectron2's "
-            f"datasets/README.md says (coco/train2017, coco/val2017, coco/annotations/instances_*2017.json; "
-            f"LVIS v0.5: lvis/lvis_v0.5_{{train,val}}.json beside coco/) and pass --data-root")
-    return sources
 
 
 # --------------------------------------------------------------------------- running
@@ -617,7 +488,7 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
     results_path.unlink(missing_ok=True)
     weights_sha256 = sha256(weights_pkl)  # the file Detectron2 loads below (provenance in final.json)
     t0 = time.time()
-    runtime = importlib.import_module(_RUNTIME)
+    runtime = importlib.import_module(RUNTIME_MODULE)
     # One process per GPU, spawned here; "auto" picks a free local port (one machine per job).
     launch(runtime.train_and_evaluate, num_gpus, num_machines=1, machine_rank=0, dist_url="auto",
            args=(d2cfg, sources))

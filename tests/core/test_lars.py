@@ -26,11 +26,8 @@ def weight_and_bias():
 
 
 def optimizer(w, b, convention, *, lr=0.5, wd=0.1, exclude_wd=False):
-    return LARS(
-        [{"params": [w], "lars_adapt": True}, {"params": [b], "lars_adapt": False}],
-        lr=lr, momentum=0.9, weight_decay=wd, eta=0.001,
-        exclude_wd_from_excluded=exclude_wd, convention=convention,
-    )
+    groups = lars_param_groups([("w", w), ("b", b)], wd, lars_exclude_wd=exclude_wd)  # w adapted, b excluded
+    return LARS(groups, lr=lr, momentum=0.9, eta=0.001, convention=convention)
 
 
 def test_one_step_byol_convention():
@@ -129,8 +126,8 @@ def test_param_groups_split_by_dimension_and_wd_option():
     model = tiny_model()
     frozen = nn.Linear(2, 2).double().requires_grad_(False)
     named = list(model.named_parameters()) + list(frozen.named_parameters())
-    ref = lars_param_groups(named, 1e-6, paper_wd_exclusion=False)
-    paper = lars_param_groups(model, 1e-6, paper_wd_exclusion=True)
+    ref = lars_param_groups(named, 1e-6, lars_exclude_wd=False)
+    paper = lars_param_groups(model, 1e-6, lars_exclude_wd=True)
     for groups in (ref, paper):
         adapted, excluded = groups
         assert adapted["lars_adapt"] and not excluded["lars_adapt"]
@@ -157,7 +154,7 @@ def _steps(model, opt, n, seed):
 @pytest.mark.parametrize("convention", CONVENTIONS)
 def test_state_dict_round_trip_resumes_identically(convention):
     model = tiny_model()
-    opt = LARS(lars_param_groups(model, 0.01, paper_wd_exclusion=False), lr=0.1, convention=convention)
+    opt = LARS(lars_param_groups(model, 0.01, lars_exclude_wd=False), lr=0.1, convention=convention)
     _steps(model, opt, 2, seed=1)
     buf = io.BytesIO()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
@@ -166,7 +163,7 @@ def test_state_dict_round_trip_resumes_identically(convention):
     buf.seek(0)
     saved = torch.load(buf, weights_only=True)  # plain tensors and numbers only
     resumed = tiny_model()
-    opt2 = LARS(lars_param_groups(resumed, 0.5, paper_wd_exclusion=True), lr=0.7, convention=convention)
+    opt2 = LARS(lars_param_groups(resumed, 0.5, lars_exclude_wd=True), lr=0.7, convention=convention)
     resumed.load_state_dict(saved["model"])
     opt2.load_state_dict(saved["opt"])  # hyper-parameters (wd, flags) come from the checkpoint
     assert [g["weight_decay"] for g in opt2.param_groups] == [0.01, 0.01]

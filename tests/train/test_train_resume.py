@@ -100,3 +100,18 @@ def test_checkpoints_hold_only_safe_types_and_are_pruned(tmp_path):
     assert [p.name for p in found] == ["step_00000005.pt", "step_00000006.pt"]
     torch.load(found[-1], weights_only=True)  # raises if anything but tensors and plain data
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_lars_exclude_wd_reaches_the_excluded_group(exclude):
+    """optim.lars_exclude_wd, under that one name, decides the BN / bias weight decay of LARS."""
+    from repro.core.lars import LARS
+    from repro.models.backbones import model_from_config
+
+    cfg = smoke_config()
+    o = dataclasses.replace(cfg.optim, optimizer="lars", weight_decay=1e-6, lars_exclude_wd=exclude)
+    cfg = dataclasses.replace(cfg, optim=o)
+    opt = train.build_optimizer(model_from_config(cfg), cfg)
+    assert isinstance(opt, LARS)
+    assert [g["lars_adapt"] for g in opt.param_groups] == [True, False]
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-6, 0.0 if exclude else 1e-6]

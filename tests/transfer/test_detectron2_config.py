@@ -10,6 +10,7 @@ import pytest
 from repro.config import ConfigError
 from repro.grid import expand, load_table
 from repro.transfer import detectron2 as d2
+from repro.transfer.datasets import dataset_sources
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS, OUT, DATA = "/w/backbone_detectron2.pkl", "/runs/x/detectron2", ("train_set", "test_set")
@@ -176,19 +177,34 @@ def test_only_d2_runtime_imports_detectron2_at_module_level():
     assert top_level == {"repro/transfer/d2_runtime.py"}
 
 
+def test_the_two_sides_of_the_boundary_do_not_import_each_other():
+    """detectron2.py (ours) and d2_runtime.py (Detectron2's side) share names through d2_names.py."""
+    def imports(name):
+        out = set()
+        for node in ast.walk(ast.parse(REPO.joinpath("repro", "transfer", f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                out |= {node.module} if node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("repro.transfer."):
+                out.add(node.module.split(".")[2])
+        return out
+
+    assert "d2_runtime" not in imports("detectron2") and "detectron2" not in imports("d2_runtime")
+    assert "d2_names" in imports("detectron2") and "d2_names" in imports("d2_runtime")
+
+
 def test_dataset_sources(tmp_path):
-    sources = d2.dataset_sources(_cfg("t11", "ours-300", "smoke"), tmp_path)
+    sources = dataset_sources(_cfg("t11", "ours-300", "smoke"), tmp_path)
     (train, train_src), (val, val_src) = sources.items()
     assert "v0.5" in train and "v0.5" in val and train_src["format"] == "lvis"
     assert train_src["images"].endswith("/")  # LVIS appends coco_url's folder to the root
     coco = _cfg("t09", "mask-1x-ours-300")
     with pytest.raises(ValueError, match="coco/annotations/instances_train2017.json"):
-        d2.dataset_sources(dataclasses.replace(coco, data=dataclasses.replace(coco.data, root=str(tmp_path))), tmp_path)
+        dataset_sources(dataclasses.replace(coco, data=dataclasses.replace(coco.data, root=str(tmp_path))), tmp_path)
     for name in ("train2017", "val2017", "annotations"):
         (tmp_path / "coco" / name).mkdir(parents=True)
     for split in ("train", "val"):
         (tmp_path / "coco" / "annotations" / f"instances_{split}2017.json").write_text("{}")
-    found = d2.dataset_sources(dataclasses.replace(coco, data=dataclasses.replace(coco.data, root=str(tmp_path))), tmp_path)
+    found = dataset_sources(dataclasses.replace(coco, data=dataclasses.replace(coco.data, root=str(tmp_path))), tmp_path)
     assert list(found) == ["repro_coco_2017_train", "repro_coco_2017_val"]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import needs
 
-from repro.transfer.detectron2 import lvis_numpy_guard, parse_metrics, read_metrics_json
+from repro.transfer.metrics import lvis_numpy_guard, parse_metrics
 
 # What Detectron2's COCOEvaluator returns for Mask R-CNN (an OrderedDict, values in %), with a
 # few of the 80 per-class entries it adds.
@@ -67,14 +67,17 @@ def test_lvis_results_keep_the_frequency_splits():
     assert (parse_metrics(small_only)["box_apm"], parse_metrics(small_only)["box_apl"]) == (None, None)
 
 
+def _final_evaluation(path):
+    """The last line of a metrics.json (one JSON object per line) that holds an evaluation."""
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if "bbox/AP" in r or "segm/AP" in r][-1]
+
+
 def test_metrics_json_file(tmp_path):
+    # metrics.json flattens the evaluation ("bbox/AP"): parse_metrics reads it the same.
     path = tmp_path / "metrics.json"
     path.write_text("".join(json.dumps(line, sort_keys=True) + "\n" for line in METRICS_JSON_LINES))
-    assert read_metrics_json(path) == {**EXPECTED_COCO, "iteration": 90000}
-    # An evaluation every eval_period: the last one wins.
-    early = {**METRICS_JSON_LINES[2], "iteration": 4999, "bbox/AP": 12.5}
-    path.write_text("\n".join(json.dumps(line) for line in [early, *METRICS_JSON_LINES]) + "\n")
-    assert read_metrics_json(path)["box_ap"] == 39.7012
+    assert parse_metrics(_final_evaluation(path)) == EXPECTED_COCO
 
 
 def test_no_detections_is_none_not_nan(tmp_path):
@@ -83,16 +86,14 @@ def test_no_detections_is_none_not_nan(tmp_path):
     assert set(parse_metrics({"bbox": nan}).values()) == {None}
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"bbox/AP": math.nan, "iteration": 9}) + "\n")
-    assert read_metrics_json(path) == {"box_ap": None, "iteration": 9}
+    assert parse_metrics(_final_evaluation(path)) == {"box_ap": None}
 
 
-def test_missing_evaluation_is_an_error(tmp_path):
+def test_missing_evaluation_is_an_error():
     with pytest.raises(ValueError, match="no bbox or segm"):
         parse_metrics({"sem_seg": {"mIoU": 40.0}})
-    path = tmp_path / "metrics.json"
-    path.write_text(json.dumps(METRICS_JSON_LINES[0]) + "\n")
-    with pytest.raises(ValueError, match="no evaluation"):
-        read_metrics_json(path)
+    with pytest.raises(ValueError, match="no bbox or segm"):
+        parse_metrics(METRICS_JSON_LINES[0])  # a training line: losses, no evaluation
 
 
 # --------------------------------------------------------------------------- the lvis guard
