@@ -116,7 +116,8 @@ def pretrain(
     dataset, sampler = _two_view_data(cfg, rank)
     spe = schedules.steps_per_epoch(len(dataset), cfg.train.global_batch_size)
     schedule = schedule_for(cfg, spe)
-    last_step = min(schedule.total_steps, cfg.train.max_steps or schedule.total_steps)
+    # max_steps 0 is the random-init control: the model as built, never stepped, probed like any run
+    last_step = schedule.total_steps if cfg.train.max_steps is None else min(schedule.total_steps, cfg.train.max_steps)
 
     # ---- model (same seed on every rank: identical initial weights)
     torch.manual_seed(cfg.train.seed)
@@ -160,6 +161,8 @@ def pretrain(
             ckpt.save(run_dir, model, optimizer, step, rank=rank, world_size=world)
         if stopping:
             break
+    if last_step == 0:  # the control's untrained weights are its final checkpoint
+        ckpt.save(run_dir, model, optimizer, step, rank=rank, world_size=world)
     if bar is not None:
         bar.close()
     metrics.close()
