@@ -27,6 +27,7 @@ from ..data.datasets import build_dataset, dataset_stats, split_for
 from ..models.backbones import model_from_config
 from . import checkpoint as ckpt
 from .loop import MetricsLog, TrainingDiverged
+from .monitor import LatestOutput
 from .step import schedule_for, train_step
 
 
@@ -128,6 +129,7 @@ def pretrain(
     model.train()
 
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
+    projection = LatestOutput(model.student.projector)  # the collapse monitor, read at log steps
     bar = _progress_bar(run_dir, last_step, step) if rank == 0 and progress else None
     step_times: list[float] = []
     loss_value = math.nan
@@ -152,7 +154,8 @@ def pretrain(
 
         if step % cfg.train.log_every == 0 or step == last_step:
             metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
-                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time()})
+                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time(),
+                           "projection_std": projection.std()})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
