@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,13 +206,19 @@ def _evidence_md(v: Verdict, table: Table) -> list[str]:
             continue
         i, log = r.interval, r.condition.log
         f = (lambda x: f"{x:.3f}") if log else (lambda x: f"{x:.2f}")
-        ci = "not measured" if i.se is None else ("exact" if i.se == 0 else f"[{f(i.low)}, {f(i.high)}]"
-                                                  + (" (log ratio)" if log else ""))
+        if i.se is None or i.se == 0:
+            ci = "not measured" if i.se is None else "exact"
+        elif r.condition.ratio:  # the interval of the log contrast, shown as one of the ratio itself
+            sign = r.condition.terms[r.condition.ratio[0]]  # +1: log(num / den); -1: log(den / num)
+            lo, hi = sorted(math.exp(sign * x) for x in (i.low, i.high))
+            ci = f"[{lo:.3f}, {hi:.3f}] (of the ratio)"
+        else:
+            ci = f"[{f(i.low)}, {f(i.high)}]"
         mde = "-" if i.mde is None or i.se == 0 else f(i.mde) + (" (log)" if log else "")
         paper = "-" if r.paper_margin is None else f(r.paper_margin) + (" (log)" if log else "")
         outcome = r.outcome + (" (cannot decide at this number of seeds)" if r.outcome == "inconclusive"
                                and r.undecidable else "")
-        estimate = fmt(r.shown, 3) + (f" (log {r.value:.3f})" if log else "")
+        estimate = fmt(r.shown, 3)
         lines.append(f"| {r.condition.text} | {estimate} | {ci} | {mde} | {paper} | {i.method} | {outcome} |")
     return lines
 
