@@ -42,6 +42,12 @@ def _plain(default=dataclasses.MISSING, **kw):
     return field(default=default, metadata={"semantic": False}, **kw)
 
 
+def _added(default):
+    """A semantic field added after run records exist: at its default it is left out of the
+    run id, so every earlier run keeps its id (and its record); any other value enters it."""
+    return field(default=default, metadata={"omit_at_default": True})
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     arch: Literal["resnet18", "resnet50"] = "resnet18"
@@ -127,6 +133,14 @@ class ProbeConfig:
     encoder: Literal["teacher", "student"] = "teacher"
     knn_k: int = 20
     knn_temperature: float = 0.07
+    # "paper": the SGD linear probe above, on the probe split. "cv" (reduced scales, SPEC §8):
+    # probes that add no noise of their own, k-fold cross-validated over the whole labelled
+    # set (every image a test image once): kNN, and multinomial logistic regression on
+    # frozen standardised features fitted by L-BFGS (convex, deterministic).
+    protocol: Literal["paper", "cv"] = _added("paper")
+    cv_folds: int = _added(5)
+    cv_max_iter: int = _added(1000)  # L-BFGS iterations of the logistic regression
+    cv_l2: float = _added(1.0)  # inverse regularisation strength C of the logistic regression
 
 
 @dataclass(frozen=True)
@@ -321,6 +335,8 @@ def semantic_dict(cfg) -> dict:
         if not f.metadata.get("semantic", True):
             continue
         v = getattr(cfg, f.name)
+        if f.metadata.get("omit_at_default") and v == f.default:
+            continue
         out[f.name] = semantic_dict(v) if dataclasses.is_dataclass(v) else v
     return out
 

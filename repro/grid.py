@@ -31,6 +31,9 @@ class Row:
     set: dict[str, Any] = field(default_factory=dict)  # dotted config keys for this row
     paper: dict[str, float | None] = field(default_factory=dict)  # transcribed from the paper
     run: bool = True  # False: a literature row, shown with its paper values only
+    # The profiles that run this row (None: every profile that does not leave it out with
+    # `only`). A control such as `random-init` runs only at the reduced scales that need it.
+    profiles: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,11 @@ def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
         bad = [k for k in row.paper if k not in table.columns]
         if bad:
             raise ConfigError(f"{path}: rows.{row.id}.paper.{bad[0]}: not a column ({', '.join(table.columns)})")
+    for row in table.rows:
+        bad = [p for p in row.profiles or [] if p not in table.profiles]
+        if bad:
+            raise ConfigError(f"{path}: rows.{row.id}.profiles: {bad[0]!r} is not a profile ({', '.join(table.profiles)})")
+    table = _restrict_rows(table)
     for name, profile in table.profiles.items():
         bad = [r for r in profile.rows if r not in ids]
         if bad:
@@ -151,6 +159,21 @@ def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
     return table
+
+
+def _restrict_rows(table: Table) -> Table:
+    """Each row's ``profiles`` folded into the profiles' ``only`` lists (one rule for which rows run)."""
+    limited = [r for r in table.rows if r.profiles is not None]
+    if not limited:
+        return table
+    profiles = {}
+    for name, prof in table.profiles.items():
+        drop = {r.id for r in limited if name not in r.profiles}
+        if drop:
+            keep = prof.only if prof.only is not None else [r.id for r in table.rows]
+            prof = Profile(**{**prof.__dict__, "only": [r for r in keep if r not in drop]})
+        profiles[name] = prof
+    return Table(**{**table.__dict__, "profiles": profiles})
 
 
 def expand(table: Table, profile: str) -> list[Run]:

@@ -19,8 +19,8 @@ PAPER_T1 = {
 
 def test_table1_rows_and_paper_values():
     t = load_table("t01")
-    assert [r.id for r in t.rows] == list(PAPER_T1)
-    for row in t.rows:
+    assert [r.id for r in t.rows] == list(PAPER_T1) + ["random-init"]  # the control runs at cpu only
+    for row in t.rows[:-1]:
         student, teacher, top1, spi = PAPER_T1[row.id]
         assert row.paper == {"top1": top1, "sec_per_iter": spi}
         assert row.set == {"model.student_norm": student, "model.teacher_norm": teacher}
@@ -120,7 +120,8 @@ def test_cli_missing_stl10_root_is_a_clear_error(tmp_path, capsys):
 def test_a_profile_may_run_a_subset_of_rows():
     t04 = load_table("t04")
     cpu = {r.row for r in expand(t04, "cpu")}
-    assert cpu == {"byol-16", "byol-32", "byol-64", "byol-128", "ours-16", "ours-32", "ours-64", "ours-128"}
+    assert cpu == {"byol-16", "byol-32", "byol-64", "byol-128", "ours-16", "ours-32", "ours-64", "ours-128",
+                   "random-init"}
     # the paper did not run BYOL at BN 16 or 32: its profile leaves them out
     assert {r.row for r in expand(t04, "paper")} == {"byol-64", "byol-128", "byol-256", "byol-512", "ours-16",
                                                      "ours-32", "ours-48", "ours-64", "ours-128"}
@@ -163,3 +164,22 @@ def test_fine_tuning_runs_one_process_and_refuses_a_world_size():
         from repro.grid import with_overrides
 
         with_overrides(runs[0], {"train": {"world_size": 2}})
+
+
+def test_a_row_limited_to_some_profiles_runs_only_there(tmp_path):
+    p = _table(tmp_path, """
+name: t99
+title: t
+source: s
+columns: {top1: {label: Top-1}}
+rows:
+  - {id: a, label: A, set: {}}
+  - {id: ctl, label: C, set: {train.max_steps: 0}, profiles: [smoke]}
+profiles:
+  smoke: {extends: cpu-smoke}
+  local: {extends: cpu-local}
+""")
+    t = load_table(p)
+    assert [r.row for r in expand(t, "smoke")] == ["a", "ctl"] and [r.row for r in expand(t, "local")] == ["a"]
+    with pytest.raises(ConfigError, match=r"rows.ctl.profiles: 'huge' is not a profile"):
+        load_table(_table(tmp_path, p.read_text().replace("profiles: [smoke]", "profiles: [huge]")))

@@ -30,7 +30,8 @@ T08_TOP1 = [45.7, 56.5, 56.6, 60.2, 63.8, 66.2, 66.6, 67.5, 67.6, 70.1, 72.5, 72
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_values(name):
     table = load_table(name)
-    assert {r.id: r.paper for r in table.rows} == PAPER[name]
+    controls = {"random-init": {}} if name in ("t01", "t04", "t06") else {}  # CPU-scale controls: no paper value
+    assert {r.id: r.paper for r in table.rows} == PAPER[name] | controls
 
 
 def test_table8_rows_in_the_papers_order_and_only_ours_run():

@@ -1,17 +1,30 @@
 """The paper's claims (``tables/claims.yaml``) checked against collected results.
 
 Every check reduces to one or more *conditions*: a weighted sum of row means (a linear
-contrast; for ratios, of log row means) that must reach a threshold. A condition's noise
-band is twice the standard error of that contrast, with the run-to-run standard deviation
-pooled over every row of the same table and profile that has at least two seeds:
+contrast; for ratios, of log row means) that must reach a threshold. Each condition is
+reported as an estimate with a 95% confidence interval (SPEC §8):
 
-    SE = s_pooled * sqrt(sum_i w_i^2 / n_i)        (rows with exact values contribute 0)
+- *paired* when every measured row of the contrast ran the same seeds (n >= 2): rows that
+  share a seed share initial weights, data order and augmentations, so the contrast's noise
+  is the spread s of its per-seed values d_s = sum_i w_i x_{i,s}; the interval is
+  mean(d) ± t_{0.975,n-1} s / sqrt(n);
+- *unpaired* (Welch) otherwise, and always for ratio checks (seconds per iteration are not
+  common random numbers): SE = sqrt(sum_i w_i^2 s_i^2 / n_i), Welch-Satterthwaite degrees of
+  freedom; a row with exact (paper) values contributes no noise.
 
-A condition holds when it clears its threshold by more than the band, fails when it misses
-by more than the band, and is inconclusive in between, or when no row of its table has two
-seeds (the noise is not measured). A claim is ``supported`` when all its conditions hold,
-``not supported`` when any fails, ``inconclusive`` otherwise, and ``not run`` when a row it
-needs has no result at that profile.
+A condition holds when the whole interval clears its threshold, fails when the whole
+interval misses it, and is inconclusive in between, or when the noise is not measured (a
+measured row with one seed). The minimum detectable effect at 80% power is
+(t_{0.975,df} + t_{0.8,df}) * SE; when it exceeds the paper's own margin for that condition,
+the report says this number of seeds cannot decide it.
+
+A claim is ``supported`` when all its conditions hold, ``not supported`` when any fails,
+``inconclusive`` otherwise, and ``not run`` when a row it needs has no result at that
+profile. At a reduced scale an accuracy claim of a pre-training table first passes a
+learning-signal gate: every trained row it uses must beat the table's ``random-init``
+control row (same model and seed, no optimizer step, probed the same way) by more than the
+noise, paired over seeds; otherwise, or when no control ran at that profile, the verdict is
+``no learning signal`` and no ordering is read from the rows.
 
 Values come from two sources, never mixed silently: *measured* (``final.json`` of runs,
 one value per seed) and *paper* (transcribed from the paper; exact, no noise). At paper
@@ -29,13 +42,17 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+from scipy import stats
 
 from ..config import ConfigError, from_dict, load_yaml
 from ..grid import TABLES_DIR, Table, load_table
 
 CLAIMS_FILE = TABLES_DIR / "claims.yaml"
-VERDICTS = ("supported", "not supported", "inconclusive", "not run")
-Z = 2.0  # the noise band is Z standard errors of the contrast
+VERDICTS = ("supported", "not supported", "inconclusive", "no learning signal", "not run")
+LEVEL = 0.95  # two-sided confidence level of every interval
+POWER = 0.8  # of the minimum detectable effect
+CONTROL_ROW = "random-init"  # a reduced-scale table's control: the same model, never trained
+TIME_METRICS = ("sec_per_iter",)  # not accuracies: no learning-signal gate
 PAPER_SCALE = "paper"  # the profile whose verdicts speak at the paper's scale
 
 
@@ -184,6 +201,7 @@ class RowValues:
     row: str  # the row actually used (after rows_at)
     values: tuple[float, ...]  # one per seed (measured) or the single paper value
     source: Literal["measured", "paper"]
+    seeds: tuple[int, ...] = ()  # the seed of each measured value (pairs rows seed by seed)
 
     @property
     def n(self) -> int:
@@ -222,9 +240,12 @@ def measured_values(table: Table, profile: str, runs: pd.DataFrame, metric: str)
             continue
         if metric not in done or not len(done):
             continue
-        vals = pd.to_numeric(done.loc[done["row"] == row.id, metric], errors="coerce").dropna()
-        if len(vals):
-            out[row.id] = RowValues(row.id, tuple(float(v) for v in vals), "measured")
+        mine = done[done["row"] == row.id]
+        vals = pd.to_numeric(mine[metric], errors="coerce")
+        keep = vals.notna()
+        if keep.any():
+            seeds = tuple(int(x) for x in mine["seed"][keep]) if "seed" in mine else ()
+            out[row.id] = RowValues(row.id, tuple(float(v) for v in vals[keep]), "measured", seeds)
     return out
 
 
@@ -241,6 +262,108 @@ def pooled_std(values: Values, log: bool = False) -> float | None:
     return math.sqrt(ss / dof) if dof else None
 
 
+# --------------------------------------------------------------------------- intervals
+
+
+def _t(q: float, df: float) -> float:
+    return float(stats.t.ppf(q, df))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A contrast's estimate, its standard error and degrees of freedom (SPEC §8).
+
+    ``se`` is None when the noise is not measured (a measured row with one seed) and 0 when
+    every row is exact (paper values)."""
+
+    estimate: float
+    se: float | None
+    df: float | None
+    paired: bool  # per-seed differences (True) or Welch over row spreads (False)
+    n: int | None = None  # paired seeds
+
+    @property
+    def half_width(self) -> float | None:
+        """t_{0.975,df} * SE: the 95% interval is estimate ± this."""
+        if self.se is None:
+            return None
+        return 0.0 if self.se == 0 else _t(0.5 + LEVEL / 2, self.df) * self.se
+
+    @property
+    def low(self) -> float | None:
+        return None if self.se is None else self.estimate - self.half_width
+
+    @property
+    def high(self) -> float | None:
+        return None if self.se is None else self.estimate + self.half_width
+
+    @property
+    def mde(self) -> float | None:
+        """Minimum detectable effect at 80% power: (t_{0.975,df} + t_{0.8,df}) * SE."""
+        if self.se is None:
+            return None
+        return 0.0 if self.se == 0 else (_t(0.5 + LEVEL / 2, self.df) + _t(POWER, self.df)) * self.se
+
+    @property
+    def method(self) -> str:
+        if self.se is None:
+            return "noise not measured"
+        if self.se == 0:
+            return "exact"
+        return f"paired over {self.n} seeds" if self.paired else f"unpaired (Welch, df {self.df:.1f})"
+
+
+def _sd(xs: list[float]) -> float:
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def paired_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval | None:
+    """The contrast over per-seed values, when every measured row ran the same >= 2 seeds
+    (None otherwise). Exact rows add their constant to every seed's value."""
+    f = math.log if log else (lambda x: x)
+    measured = {r: values[r] for r in terms if values[r].source == "measured"}
+    if not measured:
+        return None
+    seed_sets = {frozenset(rv.seeds) for rv in measured.values()}
+    if any(len(rv.seeds) != rv.n or len(set(rv.seeds)) != rv.n for rv in measured.values()) or len(seed_sets) != 1:
+        return None
+    seeds = sorted(next(iter(seed_sets)))
+    if len(seeds) < 2:
+        return None
+    const = sum(w * f(values[r].mean) for r, w in terms.items() if r not in measured)
+    by_seed = {r: dict(zip(rv.seeds, rv.values)) for r, rv in measured.items()}
+    d = [const + sum(terms[r] * f(by_seed[r][s]) for r in measured) for s in seeds]
+    n = len(d)
+    return Interval(sum(d) / n, _sd(d) / math.sqrt(n), n - 1, True, n)
+
+
+def welch_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval:
+    """The contrast of row means with Welch's standard error and degrees of freedom."""
+    f = math.log if log else (lambda x: x)
+    estimate = sum(w * f(values[r].mean) for r, w in terms.items())
+    parts = []  # (w^2 s^2 / n, n - 1) per measured row
+    for r, w in terms.items():
+        rv = values[r]
+        if rv.source != "measured":
+            continue
+        if rv.n < 2:
+            return Interval(estimate, None, None, False)
+        parts.append((w * w * _sd([f(v) for v in rv.values]) ** 2 / rv.n, rv.n - 1))
+    var = sum(p for p, _ in parts)
+    if not parts:
+        return Interval(estimate, 0.0, None, False)
+    if var == 0:
+        return Interval(estimate, 0.0, None, False)
+    df = var ** 2 / sum(p * p / k for p, k in parts)
+    return Interval(estimate, math.sqrt(var), df, False)
+
+
+def contrast_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval:
+    """Paired where the rows share seeds, else Welch; ratios (``log``) always Welch."""
+    return (None if log else paired_interval(terms, values)) or welch_interval(terms, values, log)
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -249,9 +372,32 @@ class ConditionResult:
     condition: Condition
     outcome: Literal["holds", "fails", "inconclusive", "not run"]
     value: float | None = None  # the contrast (log contrast for ratios)
-    band: float | None = None  # Z standard errors; None when the noise is not measured
+    band: float | None = None  # half-width of the 95% interval; None when the noise is not measured
     missing: tuple[str, ...] = ()
     shown: float | None = None  # what a reader compares with the threshold: the contrast, or the ratio
+    interval: Interval | None = None
+    paper_margin: float | None = None  # how far the paper's own values clear the threshold
+
+    @property
+    def undecidable(self) -> bool:
+        """The minimum detectable effect exceeds the paper's margin: these seeds cannot decide it."""
+        i = self.interval
+        return (i is not None and i.mde is not None and i.mde > 0 and self.paper_margin is not None
+                and i.mde > abs(self.paper_margin))
+
+
+@dataclass(frozen=True)
+class SignalResult:
+    """One trained row against the ``random-init`` control (paired over seeds)."""
+
+    row: str
+    trained: float  # mean
+    control: float  # mean
+    interval: Interval  # trained - control
+
+    @property
+    def beats(self) -> bool:
+        return self.interval.low is not None and self.interval.low > 0
 
 
 @dataclass(frozen=True)
@@ -265,6 +411,7 @@ class Verdict:
     evidence: list[RowValues]  # the rows the check used
     substitutions: dict[str, str]  # paper row -> row used at this profile
     noise: float | None  # pooled run-to-run std of the metric (None: not measured)
+    signal: list[SignalResult] | None = None  # the learning-signal gate (None: no gate here)
 
 
 def _mapped(cond: Condition, mapping: dict[str, str]) -> Condition:
@@ -276,28 +423,24 @@ def _mapped(cond: Condition, mapping: dict[str, str]) -> Condition:
     return Condition(text, terms, cond.threshold, cond.log, ratio)
 
 
-def evaluate_condition(cond: Condition, values: Values, noise: float | None) -> ConditionResult:
+def evaluate_condition(cond: Condition, values: Values, paper_margin: float | None = None) -> ConditionResult:
     missing = tuple(r for r in cond.terms if r not in values)
     if missing:
         return ConditionResult(cond, "not run", missing=missing)
     rvs = [values[r] for r in cond.terms]
     if cond.log and any(v <= 0 for rv in rvs for v in rv.values):
         return ConditionResult(cond, "not run", missing=tuple(rv.row for rv in rvs))
-    mean = (lambda rv: math.log(rv.mean)) if cond.log else (lambda rv: rv.mean)
-    value = sum(w * mean(values[r]) for r, w in cond.terms.items())
+    ci = contrast_interval(cond.terms, values, cond.log)
+    value, band = ci.estimate, ci.half_width
+    shown = _shown(cond, values, value)
+    if band is None:
+        return ConditionResult(cond, "inconclusive", value, None, shown=shown, interval=ci, paper_margin=paper_margin)
     margin = value - cond.threshold
-    measured = [(w, values[r]) for r, w in cond.terms.items() if values[r].source == "measured"]
-    if not measured:
-        band = 0.0
-    elif noise is None:
-        return ConditionResult(cond, "inconclusive", value, None, shown=_shown(cond, values, value))
-    else:
-        band = Z * noise * math.sqrt(sum(w * w / rv.n for w, rv in measured))
     if band == 0.0:
         outcome = "holds" if margin >= -1e-9 else "fails"
     else:
         outcome = "holds" if margin > band else "fails" if margin < -band else "inconclusive"
-    return ConditionResult(cond, outcome, value, band, shown=_shown(cond, values, value))
+    return ConditionResult(cond, outcome, value, band, shown=shown, interval=ci, paper_margin=paper_margin)
 
 
 def _shown(cond: Condition, values: Values, value: float) -> float:
@@ -307,30 +450,97 @@ def _shown(cond: Condition, values: Values, value: float) -> float:
     return value
 
 
-def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = None) -> Verdict:
-    """The verdict of ``claim`` on ``values`` (one table, one profile, one metric)."""
+def _paper_margin(cond: Condition, paper: Values | None) -> float | None:
+    if not paper or any(r not in paper for r in cond.terms):
+        return None
+    f = math.log if cond.log else (lambda x: x)
+    if cond.log and any(paper[r].mean <= 0 for r in cond.terms):
+        return None
+    return sum(w * f(paper[r].mean) for r, w in cond.terms.items()) - cond.threshold
+
+
+def needs_control(table: Table, profile: str, metric: str) -> bool:
+    """Whether verdicts on ``metric`` at ``profile`` pass the learning-signal gate: reduced-scale
+    accuracies of pre-training tables."""
+    if profile == PAPER_SCALE or metric in TIME_METRICS or profile not in table.profiles:
+        return False
+    from ..grid import expand
+
+    runs = expand(table, profile)
+    return bool(runs) and all(r.config.task == "pretrain" for r in runs)
+
+
+def learning_signal(rows: list[str], values: Values) -> list[SignalResult]:
+    """Each measured trained row of ``rows`` against the control (which must be in ``values``)."""
+    control = values[CONTROL_ROW]
+    out = []
+    for r in rows:
+        if r == CONTROL_ROW or r not in values or values[r].source != "measured":
+            continue
+        ci = contrast_interval({r: 1.0, CONTROL_ROW: -1.0}, values)
+        out.append(SignalResult(r, values[r].mean, control.mean, ci))
+    return out
+
+
+def _fmt_ci(i: Interval) -> str:
+    if i.se is None:
+        return f"{i.estimate:+.2f} (noise not measured)"
+    return f"{i.estimate:+.2f}, 95% CI [{i.low:+.2f}, {i.high:+.2f}]"
+
+
+def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = None, *,
+             paper: Values | None = None, gate: bool = False) -> Verdict:
+    """The verdict of ``claim`` on ``values`` (one table, one profile, one metric).
+
+    ``paper``: the paper's values of the claim's rows, for each condition's paper margin (the
+    minimum detectable effect is compared with it). ``gate``: apply the learning-signal gate
+    (reduced-scale accuracies, see :func:`needs_control`)."""
     metric = metric or claim.metric
     mapping = claim.rows_at.get(profile, {})
-    conds = [_mapped(c, mapping) for c in conditions(claim)]
-    noise = pooled_std(values, log=conds[0].log)  # one metric per claim: all conditions share the scale
-    results = [evaluate_condition(cond, values, noise) for cond in conds]
+    raw = conditions(claim)
+    conds = [_mapped(c, mapping) for c in raw]
+    noise = pooled_std({r: v for r, v in values.items() if r != CONTROL_ROW}, log=conds[0].log)
+    results = [evaluate_condition(cond, values, _paper_margin(c, paper)) for c, cond in zip(raw, conds)]
     used = list(dict.fromkeys(r for c in conds for r in c.terms))
     evidence = [values[r] for r in used if r in values]
     outcomes = [r.outcome for r in results]
+    signal = None
     if "not run" in outcomes:
         missing = sorted({m for r in results for m in r.missing})
         verdict, reason = "not run", f"no result for {', '.join(missing)} at this scale"
-    elif "fails" in outcomes:
+        return Verdict(claim, profile, metric, verdict, reason, results, evidence, dict(mapping), noise)
+    if gate:
+        if CONTROL_ROW not in values:
+            return Verdict(claim, profile, metric, "no learning signal",
+                           f"no `{CONTROL_ROW}` control ran at this profile, so nothing shows that training "
+                           "learned anything; no ordering is read from the rows", results, evidence,
+                           dict(mapping), noise, signal=[])
+        signal = learning_signal(used, values)
+        evidence = evidence + [values[CONTROL_ROW]]
+        weak = [s for s in signal if not s.beats]
+        if weak:
+            said = "; ".join(f"{s.row} {s.trained:.2f} vs random init {s.control:.2f}: {_fmt_ci(s.interval)}"
+                             for s in weak)
+            return Verdict(claim, profile, metric, "no learning signal",
+                           f"not every trained row beats the `{CONTROL_ROW}` control beyond the noise ({said}); "
+                           "no ordering is read from the rows", results, evidence, dict(mapping), noise, signal)
+    if "fails" in outcomes:
         failed = [r.condition.text for r in results if r.outcome == "fails"]
-        verdict, reason = "not supported", f"fails beyond the noise band: {'; '.join(failed)}"
+        verdict, reason = "not supported", f"fails beyond the 95% interval: {'; '.join(failed)}"
     elif "inconclusive" in outcomes:
         if any(r.band is None for r in results):
             verdict, reason = "inconclusive", "one seed per row: run-to-run noise not measured (run at least 2 seeds)"
         else:
-            inside = [r.condition.text for r in results if r.outcome == "inconclusive"]
-            verdict, reason = "inconclusive", f"inside the run-to-run noise: {'; '.join(inside)}"
+            inside = [r for r in results if r.outcome == "inconclusive"]
+            reason = f"the 95% interval straddles the threshold: {'; '.join(r.condition.text for r in inside)}"
+            short = [r for r in inside if r.undecidable]
+            if short:
+                reason += ("; cannot decide at this number of seeds: the minimum detectable effect exceeds the "
+                           "paper's margin (" + "; ".join(f"{r.condition.text}: {r.interval.mde:.3g} > "
+                                                           f"{abs(r.paper_margin):.3g}" for r in short) + ")")
+            verdict = "inconclusive"
     elif all(r.band == 0.0 for r in results):
         verdict, reason = "supported", "every condition holds (exact values: no noise band)"
     else:
-        verdict, reason = "supported", "every condition clears its threshold by more than the noise band"
-    return Verdict(claim, profile, metric, verdict, reason, results, evidence, dict(mapping), noise)
+        verdict, reason = "supported", "every condition clears its threshold by more than its 95% interval"
+    return Verdict(claim, profile, metric, verdict, reason, results, evidence, dict(mapping), noise, signal)

@@ -60,6 +60,8 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
     prof = table.profiles.get(profile) if profile else None
     rows = []
     for row in table.rows:
+        if row.profiles is not None and profile not in row.profiles:
+            continue  # a control of other scales (e.g. random-init at cpu) is no row of this one
         mine = runs[runs["row"] == row.id]
         done = mine[mine["status"] == "done"]
         rec = {"row": row.id, "label": row.label}

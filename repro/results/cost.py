@@ -28,7 +28,7 @@ def gpu_hours(*, epochs: float, dataset_images: int, global_batch_size: int, wor
     over the epochs, capped by ``max_steps``. One GPU per process.
     """
     total = max(1, round(epochs * steps_per_epoch(dataset_images, global_batch_size)))
-    steps = min(total, max_steps) if max_steps else total
+    steps = total if max_steps is None else min(total, max_steps)  # 0: the random-init control
     return steps, steps * sec_per_iter * world_size / 3600
 
 

@@ -41,7 +41,7 @@ def reproduced_points(results_dir: Path) -> pd.DataFrame:
         if csv.name.endswith("_runs.csv"):
             continue
         df = pd.read_csv(csv)
-        df = df[df["top1"].notna()]
+        df = df[df["top1"].notna() & df["row"].str.fullmatch(r"[a-z]+-\d+")]  # BN-batch rows (not the control)
         if df.empty:
             continue
         split = df["row"].str.rsplit("-", n=1, expand=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +30,8 @@ from ..grid import TABLES_DIR, Table, load_table
 from ..paths import REPO
 from ..rundir import read_json
 from . import figures as fig3
-from .claims import (CLAIMS_FILE, PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims, measured_values,
-                     paper_values)
+from .claims import (CLAIMS_FILE, CONTROL_ROW, PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims,
+                     measured_values, needs_control, paper_values)
 from .collect import (States, collect, display_frame, fmt, output_stem, summarise, write_if_changed,
                       write_table_files)
 
@@ -155,11 +156,16 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
             if profile not in table.profiles:
                 at_profile[profile] = None  # the table has no such scale
                 continue
-            runs = tr.runs if tr is not None else pd.DataFrame(columns=["row", "status"])
-            at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile)
+            runs = tr.runs if tr is not None else pd.DataFrame(columns=["row", "seed", "status"])
+            at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile,
+                                           paper=paper_values(table, claim.metric),
+                                           gate=needs_control(table, profile, claim.metric))
             second = SECONDARY.get(claim.metric)
             if second and profile != PAPER_SCALE and tr is not None:
-                knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second)
+                # the paper gives no kNN numbers: the margins the MDE is compared with are its top-1 margins
+                knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second,
+                                        paper=paper_values(table, claim.metric),
+                                        gate=needs_control(table, profile, second))
         out.append(ClaimVerdicts(claim, table, paper, at_profile, knn))
     return out
 
@@ -187,14 +193,48 @@ def _evidence_md(v: Verdict, table: Table) -> list[str]:
         vals = ", ".join(fmt(x, digits) for x in rv.values)
         lines.append(f"| {labels.get(rv.row, rv.row)} (`{rv.row}`) | {rv.source} | {rv.n} | "
                      f"{fmt(rv.mean, digits)} | {fmt(rv.std, digits)} | {vals} |")
-    lines += ["", "| condition | value | noise band (±) | outcome |", "|---|---|---|---|"]
+    if v.signal is not None:
+        lines += [""] + _signal_md(v)
+    if v.verdict == "no learning signal":
+        return lines + ["", "The conditions are not read: without a learning signal the rows' ordering says "
+                        "nothing about the methods."]
+    lines += ["", "| condition | estimate | 95% interval | minimum detectable effect | paper's margin | noise | outcome |",
+              "|---|---|---|---|---|---|---|"]
     for r in v.results:
         if r.outcome == "not run":
-            lines.append(f"| {r.condition.text} | - | - | not run (missing: {', '.join(r.missing)}) |")
+            lines.append(f"| {r.condition.text} | - | - | - | - | - | not run (missing: {', '.join(r.missing)}) |")
             continue
-        band = "not measured" if r.band is None else ("exact" if r.band == 0 else
-                                                      (f"{r.band:.3f} (log ratio)" if r.condition.log else f"{r.band:.2f}"))
-        lines.append(f"| {r.condition.text} | {fmt(r.shown, 3)} | {band} | {r.outcome} |")
+        i, log = r.interval, r.condition.log
+        f = (lambda x: f"{x:.3f}") if log else (lambda x: f"{x:.2f}")
+        if i.se is None or i.se == 0:
+            ci = "not measured" if i.se is None else "exact"
+        elif r.condition.ratio:  # the interval of the log contrast, shown as one of the ratio itself
+            sign = r.condition.terms[r.condition.ratio[0]]  # +1: log(num / den); -1: log(den / num)
+            lo, hi = sorted(math.exp(sign * x) for x in (i.low, i.high))
+            ci = f"[{lo:.3f}, {hi:.3f}] (of the ratio)"
+        else:
+            ci = f"[{f(i.low)}, {f(i.high)}]"
+        mde = "-" if i.mde is None or i.se == 0 else f(i.mde) + (" (log)" if log else "")
+        paper = "-" if r.paper_margin is None else f(r.paper_margin) + (" (log)" if log else "")
+        outcome = r.outcome + (" (cannot decide at this number of seeds)" if r.outcome == "inconclusive"
+                               and r.undecidable else "")
+        estimate = fmt(r.shown, 3)
+        lines.append(f"| {r.condition.text} | {estimate} | {ci} | {mde} | {paper} | {i.method} | {outcome} |")
+    return lines
+
+
+def _signal_md(v: Verdict) -> list[str]:
+    """The learning-signal gate: each trained row against the random-init control."""
+    if not v.signal:
+        return [f"Learning-signal gate: no `{CONTROL_ROW}` control row has results at this profile."]
+    lines = [f"Learning-signal gate (trained row − `{CONTROL_ROW}`, paired by seed):", "",
+             "| trained row | trained mean | random-init mean | difference | 95% interval | noise | beats the control |",
+             "|---|---|---|---|---|---|---|"]
+    for s in v.signal:
+        i = s.interval
+        ci = "not measured" if i.se is None else f"[{i.low:.2f}, {i.high:.2f}]"
+        lines.append(f"| `{s.row}` | {s.trained:.2f} | {s.control:.2f} | {i.estimate:+.2f} | {ci} | {i.method} | "
+                     f"{'yes' if s.beats else 'no'} |")
     return lines
 
 
@@ -291,9 +331,13 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
     md = ["# Momentum² Teacher: the paper's claims against reproduced results", ""]
     md += ["Each claim of the paper (Li, Liu, Sun 2020) is checked against the results of each profile "
            "separately. A verdict at a reduced scale says whether the paper's ordering shows up at that "
-           "scale; it is never a verdict at the paper's scale. `inconclusive` means the margin lies inside "
-           "the run-to-run noise measured over seeds (or that noise was not measured); `not run` means a "
-           "row the check needs has no result at that profile. The column *paper's numbers* applies each "
+           "scale; it is never a verdict at the paper's scale. Each condition is an estimate with its 95% "
+           "interval (Student's t; paired over seeds where the rows share them, else Welch) and the minimum "
+           "detectable effect at 80% power. `inconclusive` means the interval straddles the threshold (or the "
+           "noise was not measured); `no learning signal` means that at a reduced scale a trained row did not "
+           "beat the `random-init` control (the same model never trained) beyond the noise, or that no "
+           "control ran, so no ordering is read; `not run` means a row the check needs has no result at that "
+           "profile. The column *paper's numbers* applies each "
            "check to the values transcribed from the paper: it checks the transcription, it is not "
            "evidence. Claims and checks: `tables/claims.yaml`; method: `repro/claims.py`.", ""]
     md += ["## Contents", "", "- [Provenance](#provenance)", "- [Verdicts](#verdicts)",
@@ -376,6 +420,7 @@ code { background: #f5f5f5; padding: 0 0.2em; }
 .v-not-supported { background: #f8d7da; }
 .v-inconclusive { background: #fff3cd; }
 .v-not-run { background: #e2e3e5; }
+.v-no-learning-signal { background: #f5d5b8; }
 """
 
 

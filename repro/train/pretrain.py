@@ -27,6 +27,7 @@ from ..data.datasets import build_dataset, dataset_stats, split_for
 from ..models.backbones import model_from_config
 from . import checkpoint as ckpt
 from .loop import MetricsLog, TrainingDiverged
+from .monitor import LatestOutput
 from .step import schedule_for, train_step
 
 
@@ -115,7 +116,8 @@ def pretrain(
     dataset, sampler = _two_view_data(cfg, rank)
     spe = schedules.steps_per_epoch(len(dataset), cfg.train.global_batch_size)
     schedule = schedule_for(cfg, spe)
-    last_step = min(schedule.total_steps, cfg.train.max_steps or schedule.total_steps)
+    # max_steps 0 is the random-init control: the model as built, never stepped, probed like any run
+    last_step = schedule.total_steps if cfg.train.max_steps is None else min(schedule.total_steps, cfg.train.max_steps)
 
     # ---- model (same seed on every rank: identical initial weights)
     torch.manual_seed(cfg.train.seed)
@@ -126,6 +128,7 @@ def pretrain(
     model.train()
 
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
+    projection = LatestOutput(model.student.projector)  # the collapse monitor, read at log steps
     bar = _progress_bar(run_dir, last_step, step) if rank == 0 and progress else None
     step_times: list[float] = []
     loss_value = math.nan
@@ -150,7 +153,8 @@ def pretrain(
 
         if step % cfg.train.log_every == 0 or step == last_step:
             metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
-                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time()})
+                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time(),
+                           "projection_std": projection.std()})
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
@@ -159,6 +163,8 @@ def pretrain(
             ckpt.save(run_dir, model, optimizer, step, rank=rank, world_size=world)
         if stopping:
             break
+    if last_step == 0:  # the control's untrained weights are its final checkpoint
+        ckpt.save(run_dir, model, optimizer, step, rank=rank, world_size=world)
     if bar is not None:
         bar.close()
     metrics.close()

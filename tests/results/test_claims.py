@@ -67,27 +67,11 @@ def test_margin_supported_not_supported_and_inconclusive(tmp_path):
     v = verdict_of("mbn-beats-syncbn-teacher", tmp_path / "b", "cpu")
     assert v.verdict == "not supported" and "bn-mbn − bn-syncbn" in v.reason
 
-    # a 0.5-point margin with seeds 3 points apart: inside the noise
-    noisy = {r: [x[0] - 1.5, x[0] + 1.5] for r, x in T1_BASE.items()} | {"bn-mbn": [91.0, 94.0]}
+    # per-seed differences +3.0 and -1.5: the paired 95% interval straddles 0
+    noisy = {**T1_BASE, "bn-syncbn": [90.5, 93.5], "bn-mbn": [93.5, 92.0]}
     write_runs(tmp_path / "c", "t01", "cpu", noisy)
     v = verdict_of("mbn-beats-syncbn-teacher", tmp_path / "c", "cpu")
-    assert v.verdict == "inconclusive" and "inside the run-to-run noise" in v.reason
-
-
-def test_noise_band_is_two_standard_errors_of_the_contrast(tmp_path):
-    # every row: seeds m - 1, m + 1 -> pooled std sqrt(2); band of a difference of two
-    # 2-seed means = 2 * sqrt(2) * sqrt(1/2 + 1/2) = 2.83
-    rows = {r: [x[0] - 1, x[0] + 1] for r, x in T1_BASE.items()}
-    write_runs(tmp_path / "a", "t01", "cpu", {**rows, "bn-mbn": [92.0 + 2.8 - 1, 92.0 + 2.8 + 1],
-                                              "bn-syncbn": [91.0, 93.0]})
-    v = verdict_of("mbn-beats-syncbn-teacher", tmp_path / "a", "cpu")
-    assert v.noise == pytest.approx(math.sqrt(2))
-    assert v.results[0].band == pytest.approx(2 * math.sqrt(2))
-    assert v.results[0].value == pytest.approx(2.8)
-    assert v.verdict == "inconclusive"  # 2.8 < 2.83
-    write_runs(tmp_path / "b", "t01", "cpu", {**rows, "bn-mbn": [92.0 + 2.9 - 1, 92.0 + 2.9 + 1],
-                                              "bn-syncbn": [91.0, 93.0]})
-    assert verdict_of("mbn-beats-syncbn-teacher", tmp_path / "b", "cpu").verdict == "supported"  # 2.9 > 2.83
+    assert v.verdict == "inconclusive" and "straddles the threshold" in v.reason
 
 
 def test_one_seed_is_inconclusive_whatever_the_margin(tmp_path):
@@ -109,14 +93,14 @@ def test_not_run_names_the_missing_rows(tmp_path):
 
 def test_ratio_checks_on_seconds_per_iteration(tmp_path):
     spi = {"syncbn-syncbn": [0.60, 0.62], "bn-syncbn": [0.4, 0.41], "syncbn-bn": [0.5, 0.51],
-           "bn-bn": [0.30, 0.31], "bn-mbn": [0.31, 0.30], "syncbn-mbn": [0.5, 0.52]}
+           "bn-bn": [0.300, 0.302], "bn-mbn": [0.301, 0.300], "syncbn-mbn": [0.5, 0.52]}
     write_runs(tmp_path / "a", "t01", "cpu", spi, metric="sec_per_iter")
     slow = verdict_of("syncbn-slow", tmp_path / "a", "cpu")
-    assert slow.verdict == "supported" and slow.results[0].shown == pytest.approx(0.61 / 0.305)
+    assert slow.verdict == "supported" and slow.results[0].shown == pytest.approx(0.61 / 0.301)
     assert verdict_of("mbn-as-fast-as-bn", tmp_path / "a", "cpu").verdict == "supported"
     write_runs(tmp_path / "b", "t01", "cpu", {**spi, "bn-mbn": [0.45, 0.46]}, metric="sec_per_iter")
     v = verdict_of("mbn-as-fast-as-bn", tmp_path / "b", "cpu")
-    assert v.verdict == "not supported" and v.results[0].shown == pytest.approx(0.455 / 0.305)
+    assert v.verdict == "not supported" and v.results[0].shown == pytest.approx(0.455 / 0.301)
 
 
 def test_contrast_closing_half_the_gap(tmp_path):
@@ -187,3 +171,128 @@ def test_tolerance_shifts_every_threshold():
                   tolerance=0.1)
     (cond,) = conditions(ratio)
     assert cond.log and cond.threshold == pytest.approx(-math.log(1.1))
+
+
+# --------------------------------------------------------------------------- paired statistics (SPEC §8)
+
+T_975_2, T_80_2 = 4.302653, 1.060660  # Student's t quantiles at 2 degrees of freedom, from tables
+
+
+def test_paired_interval_and_mde_match_hand_computed_values():
+    from repro.results.claims import RowValues, paired_interval
+
+    # per-seed differences 1, 2, 3: mean 2, s 1, SE 1/sqrt(3), 2 degrees of freedom
+    vals = {"a": RowValues("a", (11.0, 22.0, 33.0), "measured", (0, 1, 2)),
+            "b": RowValues("b", (10.0, 20.0, 30.0), "measured", (0, 1, 2))}
+    ci = paired_interval({"a": 1.0, "b": -1.0}, vals)
+    assert ci.paired and ci.n == 3 and ci.df == 2
+    assert ci.estimate == pytest.approx(2.0) and ci.se == pytest.approx(1 / math.sqrt(3))
+    assert ci.half_width == pytest.approx(T_975_2 / math.sqrt(3), rel=1e-6)  # 2.4841
+    assert (ci.low, ci.high) == pytest.approx((2 - 2.484138, 2 + 2.484138), rel=1e-6)
+    assert ci.mde == pytest.approx((T_975_2 + T_80_2) / math.sqrt(3), rel=1e-6)  # 3.0965
+    # seeds matched by number, not by position
+    shuffled = {**vals, "b": RowValues("b", (30.0, 10.0, 20.0), "measured", (2, 0, 1))}
+    assert paired_interval({"a": 1.0, "b": -1.0}, shuffled).estimate == pytest.approx(2.0)
+    # rows that do not share seeds are not paired
+    other = {**vals, "b": RowValues("b", (10.0, 20.0, 30.0), "measured", (3, 4, 5))}
+    assert paired_interval({"a": 1.0, "b": -1.0}, other) is None
+
+
+def test_welch_interval_matches_hand_computed_values():
+    from repro.results.claims import RowValues, contrast_interval, welch_interval
+
+    # a: s^2 = 2 over 2 seeds; b: s^2 = 12 over 3 seeds -> SE^2 = 1 + 4 = 5, df = 25 / (1/1 + 16/2) = 25/9
+    vals = {"a": RowValues("a", (1.0, 3.0), "measured", (0, 1)), "b": RowValues("b", (0.0, 0.0, 6.0), "measured", (0, 1, 2))}
+    ci = welch_interval({"a": 1.0, "b": -1.0}, vals)
+    assert not ci.paired and ci.estimate == pytest.approx(0.0)
+    assert ci.se == pytest.approx(math.sqrt(5)) and ci.df == pytest.approx(25 / 9)
+    assert contrast_interval({"a": 1.0, "b": -1.0}, vals).paired is False  # seed sets differ: Welch
+    # an exact (paper) row adds no noise; a measured row with one seed leaves it unmeasured
+    exact = {"a": vals["a"], "p": RowValues("p", (1.0,), "paper")}
+    assert welch_interval({"a": 1.0, "p": -1.0}, exact).se == pytest.approx(1.0)
+    single = {"a": vals["a"], "c": RowValues("c", (5.0,), "measured", (0,))}
+    assert welch_interval({"a": 1.0, "c": -1.0}, single).se is None
+
+
+def test_a_paired_effect_is_clear_where_the_unpaired_band_is_not(tmp_path):
+    # seeds 10 points apart, every row moving with its seed; bn-mbn is bn-syncbn + 1.0 (+0.02)
+    rows = {r: [85.0, 95.0] for r in T1_BASE} | {"bn-syncbn": [85.0, 95.0], "bn-mbn": [86.0, 96.02]}
+    write_runs(tmp_path, "t01", "cpu", rows)
+    v = verdict_of("mbn-beats-syncbn-teacher", tmp_path, "cpu")
+    (r,) = v.results
+    assert r.interval.paired and r.interval.n == 2
+    assert r.value == pytest.approx(1.01) and r.band == pytest.approx(12.706205 * 0.01, rel=1e-5)
+    assert v.verdict == "supported"
+    # the same rows without the pairing: Welch over two spreads of about 7 points says nothing
+    from repro.results.claims import welch_interval
+
+    unpaired = welch_interval(r.condition.terms, {e.row: e for e in v.evidence})
+    assert unpaired.half_width > 30 and unpaired.low < 0 < unpaired.high
+    # and neither did the pooled band of before (2 pooled SEs of a difference of 2-seed means)
+    assert 2 * v.noise * math.sqrt(1 / 2 + 1 / 2) > r.value
+
+
+def test_mde_above_the_papers_margin_says_the_seeds_cannot_decide(tmp_path):
+    claim = next(c for c in load_claims().claims if c.id == "mbn-beats-syncbn-teacher")
+    table = load_table("t01")
+    write_runs(tmp_path, "t01", "cpu", {**T1_BASE, "bn-syncbn": [90.5, 93.5], "bn-mbn": [93.5, 92.0]})
+    values = measured_values(table, "cpu", collect(table, "cpu", tmp_path), "top1")
+    v = evaluate(claim, values, "cpu", paper=paper_values(table, "top1"))
+    (r,) = v.results
+    assert r.paper_margin == pytest.approx(88.18 - 87.80)
+    # differences +3.0, -1.5: s = 3.18, MDE = (12.71 + 1.38) * 3.18 / sqrt(2) = 31.7
+    assert r.interval.mde == pytest.approx((12.706205 + 1.376382) * 4.5 / math.sqrt(2) / math.sqrt(2), rel=1e-5)
+    assert v.verdict == "inconclusive" and "cannot decide at this number of seeds" in v.reason
+
+
+# --------------------------------------------------------------------------- the learning-signal gate
+
+
+def gated_verdict(claim_id, root, profile="cpu", metric=None):
+    from repro.results.claims import needs_control
+
+    claim = next(c for c in load_claims().claims if c.id == claim_id)
+    table = load_table(claim.table)
+    metric = metric or claim.metric
+    values = measured_values(table, profile, collect(table, profile, root), metric)
+    return evaluate(claim, values, profile, metric, paper=paper_values(table, claim.metric),
+                    gate=needs_control(table, profile, metric))
+
+
+def test_a_trained_row_below_random_init_gives_no_learning_signal(tmp_path):
+    # T1_BASE would support the claim, but the never-trained encoder scores above bn-syncbn
+    write_runs(tmp_path, "t01", "cpu", {**T1_BASE, "random-init": [93.0, 93.1]})
+    v = gated_verdict("mbn-beats-syncbn-teacher", tmp_path)
+    assert v.verdict == "no learning signal"
+    assert "bn-syncbn 92.10 vs random init 93.05" in v.reason
+    by_row = {s.row: s for s in v.signal}
+    assert by_row["bn-mbn"].beats and not by_row["bn-syncbn"].beats
+    assert by_row["bn-syncbn"].interval.estimate == pytest.approx(-0.95)
+    # the same rows with a control below every trained row: the verdict is read
+    write_runs(tmp_path / "b", "t01", "cpu", {**T1_BASE, "random-init": [80.0, 80.3]})
+    v = gated_verdict("mbn-beats-syncbn-teacher", tmp_path / "b")
+    assert v.verdict == "supported" and all(s.beats for s in v.signal)
+
+
+def test_without_a_control_a_reduced_scale_accuracy_claim_gets_no_verdict(tmp_path):
+    write_runs(tmp_path, "t01", "cpu", T1_BASE)
+    v = gated_verdict("mbn-beats-syncbn-teacher", tmp_path)
+    assert v.verdict == "no learning signal" and "no `random-init` control ran" in v.reason and v.signal == []
+    # seconds per iteration need no control; neither does the paper scale
+    assert gated_verdict("syncbn-slow", tmp_path, metric="sec_per_iter").signal is None
+    from repro.results.claims import needs_control
+
+    assert not needs_control(load_table("t01"), "paper", "top1")
+    assert needs_control(load_table("t01"), "cpu", "knn_top1")
+
+
+def test_the_random_init_control_runs_only_at_the_cpu_profile():
+    for name in ("t01", "t04", "t06"):
+        table = load_table(name)
+        for profile in table.profiles:
+            rows = {r.row for r in expand(table, profile)}
+            assert ("random-init" in rows) == (profile == "cpu"), (name, profile)
+        ctl = [r for r in expand(table, "cpu") if r.row == "random-init"]
+        assert [r.seed for r in ctl] == table.profiles["cpu"].seeds
+        assert all(r.config.train.max_steps == 0 for r in ctl)
+        assert next(r for r in table.rows if r.id == "random-init").paper == {}

@@ -23,8 +23,8 @@ def test_report_has_verdicts_tables_figure_and_provenance(tmp_path):
     assert "| BN / Momentum BN (`bn-mbn`) | measured | 2 | 94.20 |" in md
     assert "not the paper's STL10/ImageNet numbers" in md
     # provenance from the records, every table, Figure 3
-    assert "`cpu`: 20/28 runs done" in md and "wall time 1.00 h (0.33 h of training summed over runs)" in md
-    assert "commit `0123456789ab` (20 runs)" in md and "hosts: testhost" in md
+    assert "`cpu`: 24/32 runs done" in md and "wall time 1.00 h (0.40 h of training summed over runs)" in md
+    assert "commit `0123456789ab` (24 runs)" in md and "hosts: testhost" in md
     assert md.count("\n### Table ") == 12
     assert "![Figure 3: BN batch robustness](figures/fig3.png)" in md
     assert (tmp_path / "out" / "figures" / "fig3.png").stat().st_size > 1000
