@@ -108,6 +108,12 @@ class TrainConfig:
     checkpoint_every: int = _plain(500)  # steps
     log_every: int = _plain(10)  # steps
     timing_warmup: int = _plain(10)  # steps left out of the seconds-per-iteration figure
+    # Autocast of the forward passes: "bf16" or "fp16" (fp16 with a gradient scaler); Momentum
+    # BN keeps float32 statistics either way. It changes the numerics, so it enters the run id
+    # when not fp32.
+    precision: Literal["fp32", "bf16", "fp16"] = _added("fp32")
+    channels_last: bool = _plain(False)  # NHWC model and inputs (a speed option)
+    compile: bool = _plain(False)  # torch.compile the student's forward (a speed option)
 
     @property
     def global_batch_size(self) -> int:
