@@ -7,6 +7,7 @@
 #   make table9 ... table12          transfer: COCO / LVIS (Detectron2), ImageNet 1% / 10%
 #   make transfer-coco, transfer-lvis  Tables 9-10 / Table 11
 #   make bench                       CPU benchmarks (bench/run_all.py), about 10 minutes on 2 cores
+#   make preflight TABLE=1           a paper profile's rows built, priced and stepped once here (DATA_ROOT= checks files)
 #   make bench-gpu                   CUDA checks and timings (bench/gpu_check.py), on a GPU machine
 #   make tables                      re-render every table that has results, and Figure 3
 #   make test                        the test suite
@@ -40,7 +41,7 @@ FIG3   = $(FIG_OUT)/fig3.png
 
 CPU_RUNS = results/cpu
 
-.PHONY: report cpu-report cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
+.PHONY: preflight report cpu-report cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -69,6 +70,11 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(PY) bench/run_all.py $(ARGS)
+
+# make preflight TABLE=1: every row of the table's paper profile built and stepped once here
+TABLE   ?= 1
+preflight: $(STAMP)
+	$(REPRO) preflight $(call tid,$(TABLE)) --profile $(if $(filter local,$(PROFILE)),paper,$(PROFILE)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 bench-gpu: $(STAMP)
 	$(PY) bench/gpu_check.py $(ARGS)

@@ -7,6 +7,11 @@ Checks (each prints PASS or FAIL; the exit status is 1 if any fails):
   * SyncBatchNorm on CUDA defers to torch's implementation (our CPU all-gather path unused);
   * NCCL initialises with world size 1 and, with 2+ GPUs, with 2 processes, where
     SyncBatchNorm over the two halves of a batch equals BN over the whole batch.
+  * the real ``pretrain`` loop (repro.train.pretrain) runs a few steps per norm mode of Table 1
+    (student bn / syncbn, teacher bn / syncbn / mbn) on CUDA with NCCL, in 1 process and, with
+    2+ GPUs, in 2, at the chosen train.precision / channels_last / compile, with a finite loss;
+  * one step of the loop's own step function (repro.train.step.train_step) synchronises with
+    the host 0 times (torch.cuda.set_sync_debug_mode; fp16's grad scaler reads once by design).
 A diagnostic counts host-device synchronisations in one Momentum BN teacher forward. Then
 the figures of bench_momentum_bn.py (step bn vs mbn, layer alone) and bench_floor.py
 (floor and efficiency, EMA foreach vs loops) on the GPU.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import os
 import socket
 import sys
@@ -37,6 +43,7 @@ from torch.testing import assert_close
 
 from bench_floor import bench_ema, bench_floor
 from bench_momentum_bn import bench_layer, bench_step
+from repro.grid import expand, load_table
 from repro.models.backbones import build_student_teacher
 from repro.core import sync_bn
 from repro.core.momentum_bn import MomentumBatchNorm1d, MomentumBatchNorm2d, deferred_update, set_alpha
@@ -104,6 +111,68 @@ def count_syncs_in_teacher_forward() -> None:
           f"({layers} Momentum BN layers)")
 
 
+LOOP_ROWS = ("bn-bn", "bn-mbn", "syncbn-syncbn", "syncbn-mbn")  # Table 1: every norm of each side
+
+
+def loop_configs(world_size: int, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+                 steps: int = 4) -> dict:
+    """Table 1's smoke configs, one per norm mode, for ``steps`` steps of the real loop."""
+    out = {}
+    for run in expand(load_table("t01"), "smoke"):
+        if run.row in LOOP_ROWS:
+            train = dataclasses.replace(run.config.train, world_size=world_size, max_steps=steps,
+                                        precision=precision, channels_last=channels_last, compile=compile,
+                                        checkpoint_every=steps, log_every=2)
+            out[run.row] = dataclasses.replace(run.config, train=train)
+    return out
+
+
+def loop_worker(rank: int, world_size: int, port: int, cfg, run_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world_size))
+    from repro.train.pretrain import pretrain
+
+    try:
+        summary, _ = pretrain(cfg, run_dir, progress=False)
+        torch.save(summary, os.path.join(run_dir, f"summary{rank}.pt"))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def pretrain_loop_on_cuda(world_size: int, **options) -> None:
+    for row, cfg in loop_configs(world_size, **options).items():
+        with tempfile.TemporaryDirectory() as tmp:
+            mp.spawn(loop_worker, args=(world_size, free_port(), cfg, tmp), nprocs=world_size)
+            summary = torch.load(os.path.join(tmp, "summary0.pt"))
+        assert summary["steps"] == cfg.train.max_steps and summary["device"].startswith("cuda"), (row, summary)
+        assert torch.isfinite(torch.tensor(summary["final_loss"])), (row, summary["final_loss"])
+        print(f"INFO  pretrain {row}, {world_size} process(es): {summary['steps']} steps, "
+              f"loss {summary['final_loss']:.4f}, {summary['sec_per_iter']:.4f} s/step")
+
+
+def train_step_has_no_sync(precision: str = "fp32") -> None:
+    from repro.train.step import AUTOCAST_DTYPES, LossWatch, train_step
+
+    model = build_student_teacher("resnet18", teacher_norm="mbn").cuda().train()
+    optimizer = torch.optim.SGD(model.student.parameters(), lr=0.05, momentum=0.9)
+    views = [torch.randn(8, 3, 64, 64, device="cuda") for _ in range(2)]
+    watch = LossWatch(torch.device("cuda"))
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    kw = dict(lr=0.05, tau=0.99, alpha=0.5, autocast_dtype=AUTOCAST_DTYPES[precision], scaler=scaler)
+    watch.observe(train_step(model, optimizer, *views, **kw), 0, 0.05)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            watch.observe(train_step(model, optimizer, *views, **kw), 1, 0.05)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    allowed = 1 if scaler is not None else 0
+    assert len(caught) <= allowed, [str(w.message) for w in caught]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -153,7 +222,7 @@ def sync_bn_in_processes(world_size: int, device: str = "cuda") -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in the timed steps")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in the timed steps and the loop")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model in the timed step")
     parser.add_argument("--repeats", type=int, default=20)
@@ -175,6 +244,15 @@ def main() -> None:
               lambda: sync_bn_in_processes(2))
     else:
         print("SKIP  NCCL world size 2 (one GPU)")
+    precision = "bf16" if args.bf16 else "fp32"
+    loop_options = dict(precision=precision, channels_last=args.channels_last, compile=args.compile)
+    check(f"train_step ({precision}) synchronises 0 times", lambda: train_step_has_no_sync(precision))
+    check("train_step (fp16, grad scaler) synchronises at most once", lambda: train_step_has_no_sync("fp16"))
+    check("pretrain loop on CUDA, 1 process, every Table 1 norm mode",
+          lambda: pretrain_loop_on_cuda(1, **loop_options))
+    if torch.cuda.device_count() >= 2:
+        check("pretrain loop on CUDA, NCCL world size 2, every Table 1 norm mode",
+              lambda: pretrain_loop_on_cuda(2, **loop_options))
 
     options = dict(device="cuda", autocast=torch.bfloat16 if args.bf16 else None,
                    channels_last=args.channels_last)

@@ -8,6 +8,7 @@
     python -m repro report --runs runs --runs results/cpu --out tables/out
     python -m repro sbatch t01 --profile paper --cluster mycluster
     python -m repro list
+    python -m repro preflight t01 --profile paper [--data-root /data/stl10]
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     _common(sbatch)
     sbatch.add_argument("--cluster", default="slurm", help="a SLURM cluster profile in slurm/ (default: slurm)")
     sub.add_parser("list", help="list the tables and their profiles")
+    pre = sub.add_parser("preflight", help="check every row of a profile on this machine before a cluster sees it")
+    pre.add_argument("table", help="table id (t01) or a table file")
+    pre.add_argument("--profile", default="paper", help="scale (default: paper)")
+    pre.add_argument("--data-root", default=None, help="dataset folder to check (STL10 / ImageNet profiles)")
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -78,6 +83,11 @@ def _dispatch(args) -> int:
     from .results import collect as results
     from .grid import TABLES_DIR, load_table
 
+    if args.command == "preflight":
+        from .launch.preflight import preflight
+
+        preflight(args.table, args.profile, data_root=args.data_root)
+        return 0
     if args.command == "list":
         for path in sorted(TABLES_DIR.glob("t*.yaml")):
             table = load_table(path)

@@ -5,7 +5,9 @@ cluster profiles (``slurm/*.yaml``) are read with :func:`from_dict`, which fails
 unknown key or a wrong type with the key's dotted path and what was expected.
 
 Fields marked ``semantic=False`` (where the data lives, how many loader workers, how
-often to log) do not change a run's result and do not enter its id.
+often to log) do not change a run's result and do not enter its id. Fields added after run
+ids were published (:func:`_added`) enter the id only when set to something other than their
+default, which leaves behaviour unchanged: every earlier run keeps its id.
 
 Each section of a RunConfig names the tasks that read it (``_section``); a run's id covers the
 semantic fields of its task's sections (``TASK_SECTIONS``, derived from them), and a table that
@@ -42,10 +44,10 @@ def _plain(default=dataclasses.MISSING, **kw):
     return field(default=default, metadata={"semantic": False}, **kw)
 
 
-def _added(default):
-    """A semantic field added after run records exist: at its default it is left out of the
-    run id, so every earlier run keeps its id (and its record); any other value enters it."""
-    return field(default=default, metadata={"omit_at_default": True})
+def _added(default, **kw):
+    """A semantic field whose default is the behaviour before it existed: it enters the run
+    id only when set otherwise, so published run ids stay valid."""
+    return field(default=default, metadata={"semantic": "unless_default"}, **kw)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,10 @@ class OptimConfig:
     # FIDELITY: the reference code applies weight decay to BN and bias (False); the paper
     # says they are excluded from it (True). Both exclude them from the LARS adaptation.
     lars_exclude_wd: bool = False
+    # FIDELITY: which commit of the authors' LARS_SGD (repro/core/lars.py): "e17a948" (their
+    # first commit, ||g|| + wd||w|| + 1e-8 in the denominator) or "head" (their released HEAD:
+    # no 1e-8, trust 1 when ||w|| * ||g|| <= 1e-8).
+    lars_rule: Literal["e17a948", "head"] = _added("e17a948")
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,12 @@ class TrainConfig:
     checkpoint_every: int = _plain(500)  # steps
     log_every: int = _plain(10)  # steps
     timing_warmup: int = _plain(10)  # steps left out of the seconds-per-iteration figure
+    # Autocast of the forward passes: "bf16" or "fp16" (fp16 with a gradient scaler); Momentum
+    # BN keeps float32 statistics either way. It changes the numerics, so it enters the run id
+    # when not fp32.
+    precision: Literal["fp32", "bf16", "fp16"] = _added("fp32")
+    channels_last: bool = _plain(False)  # NHWC model and inputs (a speed option)
+    compile: bool = _plain(False)  # torch.compile the student's forward (a speed option)
 
     @property
     def global_batch_size(self) -> int:
@@ -209,16 +221,19 @@ class RunConfig:
     finetune: FinetuneConfig = _section(FinetuneConfig, "finetune")
     detection: DetectionConfig = _section(DetectionConfig, "detection")
 
+    def _equivalent(self) -> tuple[float, float]:
+        return schedules.equivalent_hparams(self.optim.lr_per_256, self.method.m_base,
+                                            self.train.global_batch_size, self.method.m_base_batch)
+
     @property
     def peak_lr(self) -> float:
-        return schedules.scaled_lr(self.optim.lr_per_256, self.train.global_batch_size)
+        """lr_per_256 * global batch / 256 (the linear scaling rule)."""
+        return self._equivalent()[0]
 
     @property
     def m_base(self) -> float:
         """m_base after Section 4.2's equivalence rule (FIDELITY: the paper's, not the code's)."""
-        if self.method.m_base_batch is None:
-            return self.method.m_base
-        return self.method.m_base * self.train.global_batch_size / self.method.m_base_batch
+        return self._equivalent()[1]
 
 
 # --------------------------------------------------------------------------- loading
@@ -332,10 +347,11 @@ def semantic_dict(cfg) -> dict:
     """The fields that decide a run's result (nested), for its id."""
     out = {}
     for f in dataclasses.fields(cfg):
-        if not f.metadata.get("semantic", True):
+        semantic = f.metadata.get("semantic", True)
+        if not semantic:
             continue
         v = getattr(cfg, f.name)
-        if f.metadata.get("omit_at_default") and v == f.default:
+        if semantic == "unless_default" and v == f.default:
             continue
         out[f.name] = semantic_dict(v) if dataclasses.is_dataclass(v) else v
     return out

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from repro.config import TASK_SECTIONS, TEACHER_NORMS, ConfigError, RunConfig, config_hash, from_dict, load_yaml, to_dict
+from repro.config import (TASK_SECTIONS, TEACHER_NORMS, ConfigError, RunConfig, config_hash, from_dict, load_yaml,
+                          run_semantics, to_dict)
 
 
 def load(d):
@@ -45,6 +46,17 @@ def test_run_hash_is_stable_and_ignores_non_semantic_fields():
     assert config_hash(a) != config_hash(load({"train": {"epochs": 6}}))
     moved = dataclasses.replace(a, data=dataclasses.replace(a.data, root="/elsewhere", workers=7))
     assert config_hash(moved) == config_hash(a)
+
+
+def test_fields_added_later_enter_the_hash_only_off_their_default():
+    # optim.lars_rule came after run ids were published: at its default ("e17a948", the
+    # behaviour before it existed) it is absent from the hashed dict, so old ids stay valid.
+    a = load({"optim": {"optimizer": "lars"}})
+    assert "lars_rule" not in run_semantics(a)["optim"]
+    assert config_hash(load({"optim": {"optimizer": "lars", "lars_rule": "e17a948"}})) == config_hash(a)
+    head = load({"optim": {"optimizer": "lars", "lars_rule": "head"}})
+    assert run_semantics(head)["optim"]["lars_rule"] == "head"
+    assert config_hash(head) != config_hash(a)
 
 
 def test_yaml_errors_name_file_and_line(tmp_path):

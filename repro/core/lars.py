@@ -14,6 +14,15 @@ momentum_teacher/layers/optimizer.py), which produced the paper's ImageNet numbe
     v     = m * v + lr * trust * d                        (lr INSIDE the momentum buffer)
     p     = p - v
 
+FIDELITY: that trust ratio is the authors' FIRST commit (zengarden/momentum2-teacher
+e17a948), ``rule="e17a948"`` (default). Their released HEAD changes only the trust ratio,
+``rule="head"``::
+
+    trust = eta * ||p|| / (||g|| + wd * ||p||)  if ||p|| * ||g|| > 1e-8 else 1
+
+Under e17a948 an adapted tensor with ||p|| = 0 never moves (trust 0); under HEAD it takes
+a plain momentum-SGD step (trust 1), as does one whose gradient is zero.
+
 ``"byol"``: DeepMind BYOL's LARS (optax chain: add weight decay, LARS scaling, momentum
 trace, scale by the learning rate)::
 
@@ -27,7 +36,7 @@ FIDELITY: the two agree for a constant learning rate up to the trust-ratio denom
 while the learning rate changes (warm-up, cosine), where the reference rule applies each
 step's lr to that step's gradient only, and for an adapted tensor with ||p|| = 0, which
 never moves under the reference rule (trust 0) but takes a plain SGD step under BYOL's
-(trust 1). No such tensor exists in the suite's models (zero-initialised tensors are all
+(trust 1) (the same holds for HEAD's reference rule, above). No such tensor exists in the suite's models (zero-initialised tensors are all
 biases or BN parameters, which are excluded).
 
 The optimizer is config-free: weight decay and the adaptation flag come per param group;
@@ -43,7 +52,8 @@ import torch
 from torch import nn
 
 CONVENTIONS = ("reference", "byol")
-_REFERENCE_EPS = 1e-8  # the reference code's guard in the trust-ratio denominator
+RULES = ("e17a948", "head")  # commits of zengarden/momentum2-teacher (see the module docstring)
+_REFERENCE_EPS = 1e-8  # e17a948: the guard in the trust-ratio denominator; HEAD: the threshold on ||p||*||g||
 
 
 class LARS(torch.optim.Optimizer):
@@ -58,6 +68,8 @@ class LARS(torch.optim.Optimizer):
         1.5e-6 paper).
     eta: trust coefficient (0.001).
     convention: ``"reference"`` (the authors' code, default) or ``"byol"``.
+    rule: the reference convention's trust ratio: ``"e17a948"`` (the authors' first
+        commit, default) or ``"head"`` (their released HEAD); see the module docstring.
     """
 
     def __init__(
@@ -69,6 +81,7 @@ class LARS(torch.optim.Optimizer):
         eta: float = 0.001,
         *,
         convention: str = "reference",
+        rule: str = "e17a948",
     ):
         if lr < 0.0:
             raise ValueError(f"lr must be >= 0, got {lr}")
@@ -80,9 +93,11 @@ class LARS(torch.optim.Optimizer):
             raise ValueError(f"eta must be > 0, got {eta}")
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         defaults = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta, lars_adapt=True,
-            convention=convention,
+            convention=convention, rule=rule,
         )
         super().__init__(params, defaults)
 
@@ -114,7 +129,12 @@ class LARS(torch.optim.Optimizer):
             if adapt:
                 p_norm = torch.linalg.vector_norm(p)
                 g_norm = torch.linalg.vector_norm(g)  # FIDELITY: the norm of g without wd, plus wd * ||p||
-                d.mul_(eta * p_norm / (g_norm + wd * p_norm + _REFERENCE_EPS))
+                if group.get("rule", "e17a948") == "head":  # FIDELITY: the authors' released HEAD
+                    trust = torch.where(p_norm * g_norm > _REFERENCE_EPS,
+                                        eta * p_norm / (g_norm + wd * p_norm), torch.ones_like(p_norm))
+                else:  # FIDELITY: the authors' first commit, e17a948
+                    trust = eta * p_norm / (g_norm + wd * p_norm + _REFERENCE_EPS)
+                d.mul_(trust)
             buf.mul_(momentum).add_(d, alpha=lr)  # FIDELITY: lr inside the momentum buffer
             p.sub_(buf)
         else:

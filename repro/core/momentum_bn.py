@@ -23,6 +23,9 @@ committed depends on the context:
   DEVIATION: the paper does not say whether MoCo's history is updated before or after
   normalising; we normalise with R_{t-1} and then commit.
 
+Under autocast (bf16 / fp16) the batch statistics, the history and the parked statistics
+stay in float32; only the normalised output takes the activation's dtype.
+
 Eval mode normalises with the history and never changes a buffer. Everything needed to
 resume exactly (history, alpha, pending statistics) is a buffer, so it lives in the
 state dict; the layer keeps no counters of its own (the loop passes alpha in with
@@ -76,6 +79,10 @@ class _MomentumBatchNorm(nn.Module):
         self.register_buffer("pending_var", torch.zeros(num_features))
         self.register_buffer("pending_count", torch.tensor(0, dtype=torch.long))
         self.deferring = False  # set only by deferred_update(); a plain flag, not state
+        # pending_count mirrored on the host, so the step never reads a device tensor
+        # (int(buffer) would synchronise with the GPU once per layer per step). The buffer
+        # stays the state (a checkpoint restores it, and this mirror from it).
+        self.pending_views = 0
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, variance={self.variance!r}"
@@ -91,14 +98,22 @@ class _MomentumBatchNorm(nn.Module):
         # biased -> convention: the paper's Eq. 1 keeps it; the reference code's
         # torch.var (unbiased) times n/(n-1) again makes it biased * (n/(n-1))**2.
         scale = (n / (n - 1)) ** 2 if self.variance == "reference" else 1.0
+        low_precision = x.dtype != self.running_mean.dtype  # bf16 / fp16 activations under autocast
         if x.requires_grad:
             # Differentiable path, for use outside a no-grad teacher.
-            var, mean = torch.var_mean(x, dim=[0] + list(range(2, x.dim())), correction=0)
+            var, mean = torch.var_mean(x.to(self.running_mean.dtype) if low_precision else x,
+                                       dim=[0] + list(range(2, x.dim())), correction=0)
             return mean, var * scale
         # The statistics half of a training-mode batch_norm (mean and biased variance, no
         # output written): on CPU several times cheaper than torch.var_mean, and cheaper than
         # a whole batch_norm whose output is discarded (bench/bench_momentum_bn.py).
-        mean, var = torch.batch_norm_update_stats(x, None, None, 1.0)
+        if low_precision:
+            # Given float32 running buffers (scratch, discarded), the kernel accumulates and
+            # returns float32 statistics of the low-precision input, without a float32 copy of it.
+            scratch = torch.zeros(2, x.shape[1], dtype=self.running_mean.dtype, device=x.device)
+            mean, var = torch.batch_norm_update_stats(x, scratch[0], scratch[1], 1.0)
+        else:
+            mean, var = torch.batch_norm_update_stats(x, None, None, 1.0)
         return mean, var * scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +138,7 @@ class _MomentumBatchNorm(nn.Module):
                 self.pending_mean.add_(mean_b.detach())
                 self.pending_var.add_(var_b.detach())
                 self.pending_count.add_(1)
+                self.pending_views += 1
             else:
                 self._commit(mean_b.detach(), var_b.detach())
         return out
@@ -141,12 +157,23 @@ class _MomentumBatchNorm(nn.Module):
         FIDELITY: Eq. 6's variance term has a comma typo; like the reference code we take
         the plain average of the per-view variances.
         """
-        count = int(self.pending_count)
+        count = self.pending_views  # the host's mirror of pending_count: no device read
         if count:
             self._commit(self.pending_mean / count, self.pending_var / count)
+        self.clear_pending()
+
+    @torch.no_grad()
+    def clear_pending(self) -> None:
         self.pending_mean.zero_()
         self.pending_var.zero_()
         self.pending_count.zero_()
+        self.pending_views = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        key = prefix + "pending_count"
+        if key in state_dict:  # a device read once per load, not per step
+            self.pending_views = int(state_dict[key])
 
 
 class MomentumBatchNorm1d(_MomentumBatchNorm):
@@ -186,7 +213,7 @@ def deferred_update(module: nn.Module) -> Iterator[None]:
     for layer in layers:
         if layer.deferring:
             raise RuntimeError("deferred_update() blocks cannot be nested")
-        if int(layer.pending_count):
+        if layer.pending_views:
             raise RuntimeError("Momentum BN has uncommitted statistics from an earlier block")
         layer.deferring = True
     ok = False
@@ -199,10 +226,7 @@ def deferred_update(module: nn.Module) -> Iterator[None]:
             if ok:
                 layer.commit_pending()
             else:
-                with torch.no_grad():
-                    layer.pending_mean.zero_()
-                    layer.pending_var.zero_()
-                    layer.pending_count.zero_()
+                layer.clear_pending()
 
 
 _BN_TYPES = {

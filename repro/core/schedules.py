@@ -57,14 +57,27 @@ def scaled_lr(lr_per_256: float, global_batch_size: int) -> float:
     return lr_per_256 * global_batch_size / 256
 
 
-def equivalent_hparams(lr: float, m_base: float, k: float) -> tuple[float, float]:
-    """Section 4.2's rule: a k-times larger mini-batch takes k times the lr AND m_base.
+def equivalent_hparams(
+    lr_per_256: float, m_base: float, global_batch_size: int, m_base_batch: int | None
+) -> tuple[float, float]:
+    """Peak lr and m_base at ``global_batch_size`` (Section 4.2's equivalence rule).
 
-    FIDELITY: the paper applies it (Table 4, Figure 3); the reference code never does.
+    "When the mini-batch size is multiplied by k, multiply the learning rates by k and
+    multiply m_base by k": the lr by the linear scaling rule from 256 (:func:`scaled_lr`),
+    m_base by k = global_batch_size / m_base_batch (``m_base_batch`` None: m_base as given,
+    the reference code, which never applies the rule).
+    FIDELITY: the paper states the rule for Table 4 / Figure 3 only.
+    The arithmetic is ``m_base * B / B0`` in this order (not ``m_base * (B / B0)``, which can
+    differ in the last bit): it is what every published run id was computed with.
     """
-    if k <= 0:
-        raise ValueError(f"batch multiplier must be positive, got {k}")
-    return lr * k, m_base * k
+    if global_batch_size <= 0:
+        raise ValueError(f"global batch must be positive, got {global_batch_size}")
+    lr = scaled_lr(lr_per_256, global_batch_size)
+    if m_base_batch is None:
+        return lr, m_base
+    if m_base_batch <= 0:
+        raise ValueError(f"m_base_batch must be positive, got {m_base_batch}")
+    return lr, m_base * global_batch_size / m_base_batch
 
 
 def steps_per_epoch(dataset_len: int, global_batch_size: int) -> int:

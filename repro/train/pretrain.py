@@ -28,7 +28,7 @@ from ..models.backbones import model_from_config
 from . import checkpoint as ckpt
 from .loop import MetricsLog, TrainingDiverged
 from .monitor import LatestOutput
-from .step import schedule_for, train_step
+from .step import AUTOCAST_DTYPES, LossWatch, schedule_for, train_step
 
 
 def setup_distributed(world_size: int) -> tuple[int, torch.device]:
@@ -66,7 +66,8 @@ def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
         # BN and bias (1-d tensors) are excluded from the adaptation; weight decay on them
         # per optim.lars_exclude_wd (see LARS's FIDELITY notes).
         groups = lars_param_groups(model.student, o.weight_decay, lars_exclude_wd=o.lars_exclude_wd)
-        return LARS(groups, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, eta=o.lars_trust)
+        return LARS(groups, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, eta=o.lars_trust,
+                    rule=o.lars_rule)
     params = [p for p in model.student.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
 
@@ -121,45 +122,58 @@ def pretrain(
 
     # ---- model (same seed on every rank: identical initial weights)
     torch.manual_seed(cfg.train.seed)
-    model = model_from_config(cfg).to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model_from_config(cfg).to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, cfg)
     step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=world)
+    if cfg.train.compile:
+        model.student.compile()  # in place: parameter names (EMA pairing, checkpoints) unchanged
     wrapped = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_initialized() else model
     model.train()
+    autocast_dtype = AUTOCAST_DTYPES[cfg.train.precision]
+    # fp16 needs loss scaling; bf16 has float32's range and does not.
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
 
     metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
     projection = LatestOutput(model.student.projector)  # the collapse monitor, read at log steps
     bar = _progress_bar(run_dir, last_step, step) if rank == 0 and progress else None
-    step_times: list[float] = []
+    # No host synchronisation inside the step: the loss stays on the device (``watch``) and is
+    # read, checked and timed only at log and checkpoint steps. ``marks`` holds (step, time)
+    # at those synchronised points; seconds per iteration come from their differences.
+    watch = LossWatch(device)
+    marks: list[tuple[int, float]] = [(step, time.perf_counter())]
     loss_value = math.nan
     loader_iter = None
     while step < last_step:
         epoch, batch_in_epoch = divmod(step, spe)
         if loader_iter is None or batch_in_epoch == 0:
             loader_iter = _epoch_loader(dataset, sampler, cfg, device, epoch, batch_in_epoch)
-        t0 = time.perf_counter()
-        view1, view2 = (v.to(device, non_blocking=True) for v in next(loader_iter))
+        view1, view2 = (v.to(device, non_blocking=True, memory_format=memory_format) for v in next(loader_iter))
         lr, tau, alpha = schedule(step)
-        try:
-            loss_value = train_step(model, optimizer, view1, view2, lr=lr, tau=tau, alpha=alpha, step=step,
-                                    forward=wrapped)
-        except TrainingDiverged as e:
-            raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
-                                   f"is kept in {run_dir / 'checkpoints'}") from None
+        loss = train_step(model, optimizer, view1, view2, lr=lr, tau=tau, alpha=alpha, forward=wrapped,
+                          autocast_dtype=autocast_dtype, scaler=scaler)
+        watch.observe(loss, step, lr)
         step += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        step_times.append(time.perf_counter() - t0)
 
-        if step % cfg.train.log_every == 0 or step == last_step:
+        stopping = stop_at_step is not None and step >= stop_at_step
+        logging = step % cfg.train.log_every == 0 or step == last_step
+        saving = step % cfg.train.checkpoint_every == 0 or step == last_step or stopping
+        if logging or saving:
+            try:  # before anything is logged or saved: the latest checkpoint is still a good one
+                loss_value = watch.read()
+            except TrainingDiverged as e:
+                raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
+                                       f"is kept in {run_dir / 'checkpoints'}") from None
+            marks.append((step, time.perf_counter()))  # read() synchronised with the device
+        if logging:
             metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
-                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time(),
+                           "sec_per_iter": _sec_per_iter(marks, cfg.train.timing_warmup), "time": time.time(),
                            "projection_std": projection.std()})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
-        stopping = stop_at_step is not None and step >= stop_at_step
-        if step % cfg.train.checkpoint_every == 0 or step == last_step or stopping:
+            if logging:
+                bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+        if saving:
             ckpt.save(run_dir, model, optimizer, step, rank=rank, world_size=world)
         if stopping:
             break
@@ -168,7 +182,7 @@ def pretrain(
     if bar is not None:
         bar.close()
     metrics.close()
-    return _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, step_times, t_start), model
+    return _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, marks, t_start), model
 
 
 def _progress_bar(run_dir: Path, last_step: int, step: int):
@@ -178,14 +192,14 @@ def _progress_bar(run_dir: Path, last_step: int, step: int):
 
 
 def _summary(cfg: RunConfig, model, device, step: int, total_steps: int, spe: int, loss_value: float,
-             step_times: list[float], t_start: float) -> dict:
+             marks: list[tuple[int, float]], t_start: float) -> dict:
     return {
         "steps": step,
         "total_steps": total_steps,
         "steps_per_epoch": spe,
         "epochs_done": step / spe,
         "final_loss": loss_value,
-        "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup),
+        "sec_per_iter": _sec_per_iter(marks, cfg.train.timing_warmup),
         "train_wall_s": time.time() - t_start,
         "world_size": cfg.train.world_size,
         "device": str(device),
@@ -194,7 +208,16 @@ def _summary(cfg: RunConfig, model, device, step: int, total_steps: int, spe: in
     }
 
 
-def _sec_per_iter(times: list[float], warmup: int) -> float | None:
-    """Mean seconds per step after leaving out the first ``warmup`` steps of this process."""
-    kept = times[warmup:] if len(times) > warmup else times[len(times) // 2 :]
-    return sum(kept) / len(kept) if kept else None
+def _sec_per_iter(marks: list[tuple[int, float]], warmup: int) -> float | None:
+    """Mean seconds per step after the first ``warmup`` steps of this process.
+
+    ``marks`` are (step, time) at synchronised points, the first where this process started:
+    the span runs from the first mark at least ``warmup`` steps in (or the start, when there is
+    none before the last mark) to the last mark.
+    """
+    if len(marks) < 2:
+        return None
+    s0 = marks[0][0]
+    s_w, t_w = next((m for m in marks[:-1] if m[0] - s0 >= warmup), marks[0])
+    s_end, t_end = marks[-1]
+    return (t_end - t_w) / (s_end - s_w)

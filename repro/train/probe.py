@@ -47,6 +47,18 @@ def knn_top1(train_f, train_y, test_f, test_y, *, k: int, temperature: float, cl
     return 100.0 * correct / len(test_f)
 
 
+def linear_head(dim: int, classes: int) -> nn.Sequential:
+    """Linear(dim -> classes) -> BN1d(classes), the probe's trained head (SPEC §4).
+
+    FIDELITY: the authors' linear_eval_exp.py initialises the Linear with N(0, 0.01) weights
+    and a zero bias (torch's default is uniform in +-1/sqrt(dim)).
+    """
+    head = nn.Sequential(nn.Linear(dim, classes), nn.BatchNorm1d(classes))
+    nn.init.normal_(head[0].weight, mean=0.0, std=0.01)
+    nn.init.zeros_(head[0].bias)
+    return head
+
+
 def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, *, classes: int) -> dict:
     """Train Linear -> BN1d on frozen features; ``plain_train`` / ``test`` are (features, labels)."""
     p = cfg.probe
@@ -55,7 +67,7 @@ def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, 
                                      normalize_std=std)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
-    head = nn.Sequential(nn.Linear(plain_train[0].shape[1], classes), nn.BatchNorm1d(classes))
+    head = linear_head(plain_train[0].shape[1], classes)
     lr = schedules.scaled_lr(p.linear_lr_per_256, p.linear_batch_size)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     n_train = len(plain_train[1])

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 from ..config import RunConfig
 from ..core import schedules
-from .loop import TrainingDiverged, check_finite, set_lr
+from .loop import TrainingDiverged, set_lr
 
 
 @dataclass(frozen=True)
@@ -53,21 +53,19 @@ def schedule_for(cfg: RunConfig, steps_per_epoch: int) -> Schedule:
     )
 
 
-def _all_mean(x: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        x = x.detach().clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, view1: torch.Tensor, view2: torch.Tensor, *,
-               lr: float, tau: float, alpha: float, step: int = 0, forward=None) -> float:
-    """One optimizer step of the student-teacher ``model``; returns the loss (mean over ranks).
+               lr: float, tau: float, alpha: float, forward=None, autocast_dtype: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One optimizer step of the student-teacher ``model``; returns this rank's loss, detached.
 
     ``forward`` is what computes the loss (``model`` itself, or its DistributedDataParallel
-    wrapper). Raises :class:`TrainingDiverged` before the update when the loss is NaN or Inf,
-    on every rank at once.
+    wrapper). ``autocast_dtype`` (bf16 / fp16) runs the forward passes under autocast;
+    ``scaler`` scales the fp16 loss (its inf check reads the device once per step: fp16 is
+    the one precision that synchronises). Nothing here reads a device value: the loss stays
+    on the device, and :class:`LossWatch` checks it at log steps.
     """
     set_lr(optimizer, lr)
     # FIDELITY: the reference code applies the EMA at the start of each step, i.e. after
@@ -75,10 +73,56 @@ def train_step(model, optimizer: torch.optim.Optimizer, view1: torch.Tensor, vie
     model.update_teacher(tau)
     model.set_alpha(alpha)
 
-    loss = (forward or model)(view1, view2)
-    loss_value = _all_mean(loss).item()  # every rank sees a divergence and stops together
-    check_finite(loss_value, f"loss is {loss_value} at step {step} (lr {lr:.4g})")
+    with torch.autocast(view1.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        loss = (forward or model)(view1, view2)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss_value
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
+
+
+_NEVER = 2**62  # "no bad step yet"; exact in float64, which read() packs it into
+
+
+class LossWatch:
+    """Every step's loss, kept on the device; read with one host sync at log steps only.
+
+    :meth:`observe` records the step's loss and, on the device, the first step whose loss was
+    NaN or Inf. :meth:`read` (at a log or checkpoint step, on every rank at once) averages the
+    last loss over the ranks and raises :class:`TrainingDiverged` naming the first bad step,
+    before the loop logs or saves anything: the last good checkpoint is still the latest.
+    """
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), _NEVER, dtype=torch.long, device=device)
+        self.bad_value = torch.zeros((), device=device)
+        self.last: torch.Tensor | None = None
+        self.lrs: dict[int, float] = {}  # step -> lr since the last read, for the message
+
+    def observe(self, loss: torch.Tensor, step: int, lr: float) -> None:
+        new_bad = ~torch.isfinite(loss) & (self.first_bad == _NEVER)
+        self.first_bad = torch.where(new_bad, step, self.first_bad)
+        self.bad_value = torch.where(new_bad, loss.float(), self.bad_value)
+        self.last = loss
+        self.lrs[step] = lr
+
+    def read(self) -> float:
+        """The last loss (mean over ranks); raises TrainingDiverged if any loss was not finite."""
+        first_bad, last = self.first_bad.clone(), self.last.detach().double().clone()
+        if dist.is_initialized():  # every rank sees a divergence and stops together
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)
+            dist.all_reduce(last)
+            last /= dist.get_world_size()
+        bad, value, mine = torch.stack([first_bad.double(), last, self.bad_value.double()]).tolist()
+        if bad != _NEVER:
+            bad = int(bad)
+            shown = mine if int(self.first_bad) == bad else "not finite on another rank"
+            lr = self.lrs.get(bad)
+            raise TrainingDiverged(f"loss is {shown} at step {bad}" + (f" (lr {lr:.4g})" if lr is not None else ""))
+        self.lrs.clear()
+        return value

@@ -82,6 +82,13 @@ def test_warmup_modes_and_scaling_rules():
         S.warmup_start(0.4, "other")
     assert S.scaled_lr(0.1, 2048) == pytest.approx(0.8)  # Table 1: 0.1 per 256, 64 x 32
     assert S.scaled_lr(0.45, 4096) == pytest.approx(7.2)
-    assert S.equivalent_hparams(0.05, 0.01, 4) == pytest.approx((0.2, 0.04))
+    # Table 4, BN 128 on 128 GPUs: k = 16384 / 4096 = 4 -> lr 0.3 * 64 = 19.2, m_base 0.04
+    assert S.equivalent_hparams(0.3, 0.01, 16384, 4096) == pytest.approx((19.2, 0.04))
+    assert S.equivalent_hparams(0.05, 0.01, 1024, None) == pytest.approx((0.2, 0.01))  # no rule
+    # m_base * B / B0, in that order: 0.02 * 8 / 48 = 0.0033333333333333335, one ulp above
+    # 0.02 * (8 / 48); a run id hashes tau's inputs, so the order is part of the contract
+    assert S.equivalent_hparams(0.1, 0.02, 8, 48)[1] == 0.0033333333333333335
     with pytest.raises(ValueError):
-        S.equivalent_hparams(0.05, 0.01, 0)
+        S.equivalent_hparams(0.05, 0.01, 0, 4096)
+    with pytest.raises(ValueError):
+        S.equivalent_hparams(0.05, 0.01, 256, 0)

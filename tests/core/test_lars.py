@@ -182,3 +182,23 @@ def test_bad_arguments_are_refused():
         LARS(p, lr=0.1, eta=0.0)
     with pytest.raises(ValueError, match="momentum"):
         LARS(p, lr=0.1, momentum=1.0)
+
+
+def test_head_rule_one_step_and_zero_weight_norm():
+    # rule "head" (the authors' released HEAD): trust = eta ||p|| / (||g|| + wd ||p||), no 1e-8
+    # = 0.005 / 1.5 exactly; the bias (excluded) is unchanged by the rule.
+    w, b = weight_and_bias()
+    LARS([{"params": [w], "lars_adapt": True}, {"params": [b], "lars_adapt": False}], lr=0.5,
+         momentum=0.9, weight_decay=0.1, eta=0.001, rule="head").step()
+    trust = 0.005 / 1.5
+    assert_close(w.detach(), t([3 - 0.5 * trust * 0.9, 0.0], [0.0, 4 - 0.5 * trust * 1.2]), rtol=0, atol=1e-15)
+    assert_close(b.detach(), t(0.7, -2.15), rtol=0, atol=1e-15)
+    # ||p|| * ||g|| = 0 <= 1e-8: trust 1, so an adapted zero tensor MOVES under HEAD
+    # (p <- -lr (g + wd p) = -0.1 g), where it never moves under e17a948 (test above).
+    g = t([1.0, 2.0], [2.0, 4.0])
+    p = nn.Parameter(torch.zeros(2, 2, dtype=torch.float64))
+    p.grad = g.clone()
+    LARS([p], lr=0.1, weight_decay=0.1, rule="head").step()
+    assert_close(p.detach(), -0.1 * g, rtol=0, atol=1e-16)
+    with pytest.raises(ValueError, match="rule"):
+        LARS([p], lr=0.1, rule="HEAD")

@@ -264,3 +264,44 @@ def test_conversion_of_heads_bn1d():
     head = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
     head = convert_to_momentum_bn(head)
     assert isinstance(head[1], MomentumBatchNorm1d)
+
+
+def test_statistics_and_history_stay_float32_under_bf16_autocast():
+    # A teacher block under CPU bf16 autocast: the conv's output is bf16; the batch statistics,
+    # the parked per-view statistics and the history must stay float32, and equal (to float32
+    # rounding) the statistics of those same bf16 activations computed in float32.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, bias=False).float()  # float32 (the module's fixture defaults to float64)
+    bn = MomentumBatchNorm2d(8, variance="biased").float()
+    set_alpha(bn, 0.5)
+    v1, v2 = torch.randn(16, 3, 12, 12).float() * 2 + 3, torch.randn(16, 3, 12, 12).float()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        h1, h2 = conv(v1), conv(v2)
+        assert h1.dtype == torch.bfloat16
+        with deferred_update(bn):
+            y1 = bn(h1)
+            assert bn.pending_mean.dtype == torch.float32 and bn.pending_views == 1
+            bn(h2)
+    assert y1.dtype == torch.bfloat16
+    for buf in (bn.running_mean, bn.running_var, bn.pending_mean, bn.pending_var):
+        assert buf.dtype == torch.float32
+    f1, f2 = h1.double(), h2.double()
+    mean = (f1.mean((0, 2, 3)) + f2.mean((0, 2, 3))) / 2
+    var = (f1.var((0, 2, 3), correction=0) + f2.var((0, 2, 3), correction=0)) / 2
+    # R <- 0.5 * stat + 0.5 * R, from R = (0, 1)
+    assert_close(bn.running_mean.double(), 0.5 * mean, rtol=1e-5, atol=1e-6)
+    assert_close(bn.running_var.double(), 0.5 * var + 0.5, rtol=1e-5, atol=1e-6)
+    assert bn.pending_views == 0 and bn.pending_count.item() == 0
+
+
+def test_pending_views_mirror_follows_a_loaded_state():
+    a = layer2d()
+    with torch.no_grad(), deferred_update(a):
+        a(rand(6, 3, 4, 4, seed=1))
+        state = {k: v.clone() for k, v in a.state_dict().items()}
+    b = MomentumBatchNorm2d(3).double()
+    b.load_state_dict(state)
+    assert b.pending_views == 1  # restored from the buffer: the next block refuses to start
+    with pytest.raises(RuntimeError, match="uncommitted"):
+        with deferred_update(b):
+            pass

@@ -1,0 +1,34 @@
+"""``repro preflight``: a paper row's figures after one real step; broken rows fail in one line."""
+
+import pytest
+
+from repro.grid import expand, load_table, with_overrides
+from repro.launch.preflight import PreflightError, check_row
+
+
+def t01_paper_row(row="bn-mbn"):
+    return next(r for r in expand(load_table("t01"), "paper") if r.row == row)
+
+
+def test_a_t01_paper_row_at_its_real_shapes():
+    fig = check_row(t01_paper_row())
+    # 64 x 32 = 2048; 0.1 x 8 = 0.8; 400 epochs x (105,000 // 2048 = 51) = 20,400 steps, 10 x 51 warm-up
+    assert (fig["global_batch"], fig["peak_lr"], fig["m_base"]) == (2048, pytest.approx(0.8), 0.032)
+    assert (fig["total_steps"], fig["warmup_steps"]) == (20_400, 510)
+    assert 11e6 < fig["params_student"] < 13e6  # ResNet-18 (11.2 M) + 512 -> 512 -> 128 heads
+
+
+def test_a_missing_data_root_fails_in_one_line_naming_the_row(tmp_path):
+    run = t01_paper_row()
+    with pytest.raises(PreflightError) as e:
+        check_row(run, data_root=str(tmp_path / "nowhere"))
+    msg = str(e.value)
+    assert "t01 --profile paper, row bn-mbn" in msg and "DatasetNotFound" in msg and "\n" not in msg
+
+
+def test_an_image_size_the_model_cannot_take_fails_in_one_line_naming_the_row():
+    run = with_overrides(t01_paper_row("bn-bn"), {"data": {"image_size": 0}})
+    with pytest.raises(PreflightError) as e:
+        check_row(run)
+    msg = str(e.value)
+    assert "row bn-bn" in msg and "image_size 0" in msg and "\n" not in msg
