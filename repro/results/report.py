@@ -339,7 +339,7 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
            "control ran, so no ordering is read; `not run` means a row the check needs has no result at that "
            "profile. The column *paper's numbers* applies each "
            "check to the values transcribed from the paper: it checks the transcription, it is not "
-           "evidence. Claims and checks: `tables/claims.yaml`; method: `repro/claims.py`.", ""]
+           "evidence. Claims and checks: `tables/claims.yaml`; method: `repro/results/claims.py`.", ""]
     md += ["## Contents", "", "- [Provenance](#provenance)", "- [Verdicts](#verdicts)",
            "- [Figure 3](#figure-3)", "- [Tables](#tables)", ""]
     md += _provenance_md(found, seen, roots)
