@@ -49,7 +49,7 @@ def collect(table: Table, profile: str, runs_root: str | Path, states: States = 
 
 
 def _overall(statuses: list[str]) -> str:
-    for s in ("failed", "cancelled", "running", "pending", "new"):
+    for s in ("corrupt", "failed", "cancelled", "running", "pending", "new"):
         if s in statuses:
             return {"new": "pending"}.get(s, s)
     return "done"
@@ -180,9 +180,36 @@ def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | 
     return write_table_files(out_dir, table, profile, runs, summary, header=header, problems=_problems(runs))
 
 
+def render_unless_less_complete(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
+                                states: States = rundir.run_states) -> tuple[dict[str, Path], str | None]:
+    """:func:`render`, unless ``<out>`` already holds this table at this profile with more runs
+    done (a second launcher, or one whose runs failed, must not replace a more complete
+    table). Returns the paths and, when it kept the files, why (None when it rendered)."""
+    table = load_table(table_name)
+    stem = Path(out_dir) / output_stem(table)
+    paths = {ext: Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex")} | {"runs": Path(f"{stem}_runs.csv")}
+    before = _done_rendered(paths["runs"], profile)
+    now = int((collect(table, profile, runs_root, states)["status"] == "done").sum())
+    if before is not None and before > now:
+        return paths, (f"kept {paths['md']}: it shows {before} runs done at profile {profile}, the run directories "
+                       f"{now} now (python -m repro render {table_name} --profile {profile} rewrites it)")
+    return render(table_name, profile, runs_root, out_dir, states), None
+
+
+def _done_rendered(runs_csv: Path, profile: str) -> int | None:
+    """How many runs the rendered ``tableN_runs.csv`` shows done at ``profile`` (None: none rendered)."""
+    try:
+        old = pd.read_csv(runs_csv)
+    except (OSError, ValueError):
+        return None
+    if not {"profile", "status"} <= set(old.columns) or not (old["profile"] == profile).any():
+        return None
+    return int(((old["profile"] == profile) & (old["status"] == "done")).sum())
+
+
 def _problems(runs: pd.DataFrame) -> str:
     """Markdown lines under the table: each failed or cancelled run and why."""
-    bad = runs[runs["status"].isin(["failed", "cancelled"])]
+    bad = runs[runs["status"].isin(["failed", "cancelled", "corrupt"])]
     if bad.empty:
         return ""
     lines = [f"- `{r.run_id}` {r.status}: {r.error}" for r in bad.itertuples()]
