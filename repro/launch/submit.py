@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..grid import Run, expand, load_table, with_overrides
-from ..rundir import prepare_run_dir, read_json, run_status, write_json
+from ..rundir import (corrupt_error, first_error_line, prepare_run_dir, read_json, run_status, set_corrupt_aside,
+                      write_json)
 from .cluster import load_cluster, make_executor
 from .job import RunJob
 from .progress import ENDED, LiveView, read_progress
@@ -68,8 +69,10 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
             report.skipped_done.append(run)
         elif status == "failed" and not rerun_failed:
             report.skipped_failed.append(run)
-            first = (run_dir / "error.txt").read_text().splitlines()[0]
-            log(f"  {run.run_id}: FAILED earlier ({first}); rerun with --rerun-failed")
+            log(f"  {run.run_id}: FAILED earlier ({first_error_line(run_dir)}); rerun with --rerun-failed")
+        elif status == "corrupt" and not rerun_failed:
+            report.skipped_failed.append(run)
+            log(f"  {run.run_id}: CORRUPT: {corrupt_error(run_dir)}")
         elif status in ("running", "pending") and _job_alive(run_dir):
             report.skipped_active.append(run)
         else:
@@ -83,6 +86,8 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
         report.submitted, report.declined = [], True
         return report
     for run in report.submitted:
+        for path in set_corrupt_aside(run.run_dir(runs_root)):  # --rerun-failed: the run writes them again
+            log(f"  {run.run_id}: {path.name[:-len('.corrupt')]} was unreadable, kept as {path}")
         prepare_run_dir(run, runs_root)
     if cluster.executor != "debug":  # debug runs in this process, on the live code
         report.code_dir = snapshot_code(runs_root)

@@ -186,3 +186,21 @@ def test_a_launcher_whose_runs_fail_exits_non_zero_and_names_them(tmp_path, caps
     assert "FAILED: ValueError: dataset of" in printed.out
     assert "the table is incomplete: 1/1 runs not done (1 runs failed" in printed.err
     assert re.search(r"  syncbn-mbn-s0-\w+: failed: ValueError: dataset of", printed.err)
+
+
+def test_a_corrupt_final_json_is_rerun_with_rerun_failed_from_its_checkpoints(killed_then_attached, capsys):
+    runs, out, *_ = killed_then_attached
+    final = next(runs.glob("t01/smoke/bn-mbn-*/final.json"))
+    good = json.loads(final.read_text())
+    final.write_text('{"top1": ')
+    args = ["run", "t01", "--profile", "smoke", "--runs", str(runs), "--out", str(tmp := out.parent / "o2")]
+    assert main(args) == 1
+    printed = capsys.readouterr()
+    assert "CORRUPT" in printed.out and f"{final} is unreadable" in printed.out
+    assert re.search(r"bn-mbn-s0-\w+: corrupt: .*final.json is unreadable", printed.err)
+    assert main(args + ["--rerun-failed"]) == 0
+    again = json.loads(final.read_text())
+    assert (final.parent / "final.json.corrupt").read_text() == '{"top1": '
+    # Resumed from its last checkpoint: no step trained again, the same teacher probed again.
+    assert again["steps"] == good["steps"] == 6 and again["top1"] == pytest.approx(good["top1"])
+    assert "6/6 runs done" in (tmp / "table1.md").read_text()
