@@ -26,6 +26,7 @@ OUT_DIR = output_dir()
 # launcher's ``repro.launch.slurm.run_states``, which asks SLURM too (a cancelled job leaves
 # no trace in its directory). The results never import the launcher.
 States = Callable[[list[Path]], list[RunState]]
+PAPER_PROFILE = "paper"  # the paper's protocol: the only profile whose numbers compare with the paper's
 METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
            "epochs_done", "final_loss", "train_wall_s", "world_size",
            # detection (Tables 9-11)
@@ -56,7 +57,8 @@ def _overall(statuses: list[str]) -> str:
 
 
 def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
-    """One row per paper row: paper values, measured mean (and std over seeds), deltas, status."""
+    """One row per paper row: paper values, measured mean (and std over seeds), status, and at
+    the paper profile the difference to the paper (``<col>_delta``)."""
     prof = table.profiles.get(profile) if profile else None
     rows = []
     for row in table.rows:
@@ -68,10 +70,9 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
             values = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
             rec[col] = values.mean() if len(values) else None
             rec[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else None
-            if rec[col] is not None and rec[f"paper_{col}"] is not None:
-                rec[f"{col}_delta"] = rec[col] - rec[f"paper_{col}"]
-            else:
-                rec[f"{col}_delta"] = None
+            if profile == PAPER_PROFILE:  # a difference to the paper means something at its scale only
+                both = rec[col] is not None and rec[f"paper_{col}"] is not None
+                rec[f"{col}_delta"] = rec[col] - rec[f"paper_{col}"] if both else None
         for extra in ("knn_top1", "best_top1"):
             if extra not in table.columns and extra in done:
                 values = pd.to_numeric(done[extra], errors="coerce").dropna()
@@ -117,7 +118,9 @@ def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataF
         if col == "sec_per_iter" and "sec_per_iter_ratio" in summary:
             cols["ratio (paper)"] = [fmt(v) for v in summary["paper_sec_per_iter_ratio"]]
             cols[f"ratio ({profile})"] = [fmt(v) for v in summary["sec_per_iter_ratio"]]
-        elif col != "sec_per_iter":
+        elif col != "sec_per_iter" and profile == PAPER_PROFILE:
+            # At a reduced scale (other data, network, steps) the paper's value stands beside
+            # the measured one, and no difference is drawn.
             cols[f"Δ {spec.label}"] = [fmt(v) for v in summary[f"{col}_delta"]]
     if "knn_top1" in summary and "knn_top1" not in table.columns:
         cols[f"kNN top-1 ({profile})"] = [fmt(v) for v in summary["knn_top1"]]
