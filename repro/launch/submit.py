@@ -8,7 +8,9 @@ directory's files).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +105,9 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
         job_fn = RunJob(str(runs_root), slots)
         if cluster.executor == "debug":
             jobs = [executor.submit(job_fn, r) for r in group]
+        elif cluster.executor == "local":
+            with _controllers_write_to(runs_root / ".submitit" / "controllers.log"):
+                jobs = executor.map_array(job_fn, group)  # one array
         else:
             jobs = executor.map_array(job_fn, group)  # one array
         for run, job in zip(group, jobs):
@@ -113,6 +118,32 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
             })
         report.jobs.extend(zip(group, jobs))
     return report
+
+
+@contextlib.contextmanager
+def _controllers_write_to(path: Path):
+    """Start submitit's local controllers with their stdout and stderr in ``path``.
+
+    They inherit the launcher's terminal otherwise: Ctrl-C reaches them too (which is how
+    it stops the runs), and each printed its KeyboardInterrupt traceback there. The runs'
+    own output goes to their logs in .submitit/<job>/ either way.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _job_alive(run_dir: Path) -> bool:
