@@ -204,3 +204,21 @@ def test_a_corrupt_final_json_is_rerun_with_rerun_failed_from_its_checkpoints(ki
     # Resumed from its last checkpoint: no step trained again, the same teacher probed again.
     assert again["steps"] == good["steps"] == 6 and again["top1"] == pytest.approx(good["top1"])
     assert "6/6 runs done" in (tmp / "table1.md").read_text()
+
+
+def test_each_smoke_run_writes_tensorboard_scalars_read_back_by_tensorboard(killed_then_attached):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = killed_then_attached[0]
+    for run_dir in sorted(runs.glob("t01/smoke/*-s0-*")):
+        board = EventAccumulator(str(run_dir / "tensorboard"))
+        board.Reload()
+        tags = set(board.Tags()["scalars"])
+        assert {"train/loss", "train/lr", "train/tau", "train/alpha", "train/sec/iter",
+                "result/top1", "result/knn_top1", "result/sec/iter"} <= tags, tags
+        logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        loss = {e.step: e.value for e in board.Scalars("train/loss")}
+        assert loss == pytest.approx({r["step"]: r["loss"] for r in logged}), run_dir.name
+        final = json.loads((run_dir / "final.json").read_text())
+        top1 = board.Scalars("result/top1")[-1]  # bn-mbn was probed twice (the corrupt-file test)
+        assert top1.step == 6 and top1.value == pytest.approx(final["top1"])
