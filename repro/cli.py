@@ -6,6 +6,7 @@
     python -m repro status t01 --profile local
     python -m repro render t01 --profile local
     python -m repro report --runs runs --runs results/cpu --out tables/out
+    python -m repro curves t01 --profile local
     python -m repro sbatch t01 --profile paper --cluster mycluster
     python -m repro list
 """
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--profile", action="append", default=None, dest="profiles",
                         help="only these profiles (repeatable; default: every profile with results except smoke)")
     report.add_argument("--out", default="tables/out", help="output folder (default: tables/out)")
+    curves = sub.add_parser("curves", help="the table's training curves (loss, kNN against step) as one PNG")
+    _common(curves)
+    curves.add_argument("--out", default="figures/out", help="output folder (default: figures/out)")
     sbatch = sub.add_parser("sbatch", help="print the sbatch file(s) a SLURM launch of the table would submit")
     _common(sbatch)
     sbatch.add_argument("--cluster", default="slurm", help="a SLURM cluster profile in slurm/ (default: slurm)")
@@ -102,6 +106,19 @@ def _dispatch(args) -> int:
         paths = results.render(args.table, args.profile, args.runs, states=slurm.run_states,
                                **({"out_dir": args.out} if args.out else {}))
         print(Path(paths["md"]).read_text())
+        return 0
+    if args.command == "curves":
+        from .results.collect import output_stem
+        from .results.curves import draw_curves
+
+        table = load_table(args.table)
+        path = draw_curves(table, args.profile, args.runs,
+                           Path(args.out) / f"curves_{output_stem(table)}_{args.profile}.png")
+        if path is None:
+            print(f"error: no run of {table.name} at profile {args.profile} under {args.runs} has logged a step yet",
+                  file=sys.stderr)
+            return 1
+        print(f"written: {path}")
         return 0
     if args.command == "sbatch":
         return _print_sbatch(args.table, args.profile, args.cluster, args.runs)
