@@ -250,7 +250,8 @@ def _attached_ended(run: Run, runs_root: Path):
     state = scheduler_run_states([run_dir])[0]  # it may have finished since the first look
     if state.status == "done":
         return None
-    return state.error or f"its job {state.job_id} ended without final.json (log: {runs_root / '.submitit'}/{state.job_id}/)"
+    log = f"{runs_root / '.submitit'}/{state.job_id}/"
+    return state.error or f"its job {state.job_id} ended without final.json (log: {log})"
 
 
 def _settle(slurm_job_ids: list[str], timeout_s: float = 30.0) -> None:

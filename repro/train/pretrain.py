@@ -150,8 +150,9 @@ def pretrain(
         step_times.append(time.perf_counter() - t0)
 
         if step % cfg.train.log_every == 0 or step == last_step:
-            metrics.write({"step": step, "total_steps": last_step, "epoch": epoch, "loss": loss_value, "lr": lr,
-                           "tau": tau, "alpha": alpha, "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time()})
+            metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
+                           "sec_per_iter": _sec_per_iter(step_times, cfg.train.timing_warmup), "time": time.time(),
+                           "total_steps": last_step})  # for the live view's step of total and ETA
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
