@@ -9,6 +9,7 @@
 #   make bench                       CPU benchmarks (bench/run_all.py), about 10 minutes on 2 cores
 #   make preflight TABLE=1           a paper profile's rows built, priced and stepped once here (DATA_ROOT= checks files)
 #   make bench-gpu                   CUDA checks and timings (bench/gpu_check.py), on a GPU machine
+#   make curves TABLE=1              the training curves of table N at PROFILE, figures/out/curves_tableN_<profile>.png
 #   make tables                      re-render every table that has results, and Figure 3
 #   make test                        the test suite
 #   make report                      tables/out/report.{md,html}: every table, Figure 3, the claims'
@@ -41,7 +42,7 @@ FIG3   = $(FIG_OUT)/fig3.png
 
 CPU_RUNS = results/cpu
 
-.PHONY: preflight report cpu-report cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
+.PHONY: preflight curves report cpu-report cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -59,6 +60,11 @@ $(addprefix table,$(filter-out 4,$(TABLES))): table%: $(STAMP)
 
 $(addprefix table,$(TRANSFER)): table%: $(STAMP)
 	$(REPRO) run $(call tid,$*) $(LAUNCH)
+
+# make curves TABLE=N: loss (and kNN, where logged) against step for every row of table N.
+TABLE ?= 1
+curves: $(STAMP)
+	$(REPRO) curves $(call tid,$(TABLE)) --profile $(PROFILE) --runs $(RUNS) --out $(FIG_OUT)
 
 transfer-coco: table9 table10
 transfer-lvis: table11

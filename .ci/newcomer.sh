@@ -16,7 +16,7 @@ rm -rf "$venv"
 mkdir -p "$(dirname "$venv")" "$(dirname "$log")"
 
 hide=()
-for tool in sbatch srun salloc sinfo sacct squeue scancel scontrol chromium chromium-browser chromedriver; do
+for tool in sbatch srun salloc sinfo sacct squeue scancel scontrol chromium chromium-browser chromedriver tmux; do
   path=$(command -v "$tool" 2>/dev/null) && hide+=("$(readlink -f "$path")")
 done
 if [ ${#hide[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; then

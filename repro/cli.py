@@ -6,6 +6,7 @@
     python -m repro status t01 --profile local
     python -m repro render t01 --profile local
     python -m repro report --runs runs --runs results/cpu --out tables/out
+    python -m repro curves t01 --profile local
     python -m repro sbatch t01 --profile paper --cluster mycluster
     python -m repro list
     python -m repro preflight t01 --profile paper [--data-root /data/stl10]
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--yes", action="store_true",
                      help="submit a paper-scale grid without asking (its GPU-hours are printed first)")
     run.add_argument("--out", default=None, help="output folder of the rendered table (default: tables/out)")
+    run.add_argument("--progress-every", type=float, default=30.0,
+                     help="without a terminal, seconds between progress lines (default: 30)")
     status = sub.add_parser("status", help="state, last step and loss of every run")
     _common(status)
     render = sub.add_parser("render", help="collect run directories and write tables/out/")
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--profile", action="append", default=None, dest="profiles",
                         help="only these profiles (repeatable; default: every profile with results except smoke)")
     report.add_argument("--out", default="tables/out", help="output folder (default: tables/out)")
+    curves = sub.add_parser("curves", help="the table's training curves (loss, kNN against step) as one PNG")
+    _common(curves)
+    curves.add_argument("--out", default="figures/out", help="output folder (default: figures/out)")
     sbatch = sub.add_parser("sbatch", help="print the sbatch file(s) a SLURM launch of the table would submit")
     _common(sbatch)
     sbatch.add_argument("--cluster", default="slurm", help="a SLURM cluster profile in slurm/ (default: slurm)")
@@ -96,6 +102,7 @@ def _dispatch(args) -> int:
     if args.command == "status":
         print(status.STATUS_HEADER)
         print("\n".join(status.status_lines(args.table, args.profile, args.runs)))
+        print(status.status_summary(args.table, args.profile, args.runs))
         return 0
     if args.command == "report":
         from .results.report import build
@@ -110,9 +117,23 @@ def _dispatch(args) -> int:
                                **({"out_dir": args.out} if args.out else {}))
         print(Path(paths["md"]).read_text())
         return 0
+    if args.command == "curves":
+        from .results.collect import output_stem
+        from .results.curves import draw_curves
+
+        table = load_table(args.table)
+        path = draw_curves(table, args.profile, args.runs,
+                           Path(args.out) / f"curves_{output_stem(table)}_{args.profile}.png")
+        if path is None:
+            print(f"error: no run of {table.name} at profile {args.profile} under {args.runs} has logged a step yet",
+                  file=sys.stderr)
+            return 1
+        print(f"written: {path}")
+        return 0
     if args.command == "sbatch":
         return _print_sbatch(args.table, args.profile, args.cluster, args.runs)
     from .launch.cluster import load_cluster
+    from .launch.progress import ENDED
     from .launch.submit import launch, wait
 
     confirm = None
@@ -123,21 +144,40 @@ def _dispatch(args) -> int:
     if report.declined:
         print("nothing submitted", file=sys.stderr)
         return 1
-    failures = []
     on_slurm = load_cluster(args.cluster).executor == "slurm"
-    if report.jobs and (args.wait if args.wait is not None else not on_slurm):
-        print(f"waiting for {len(report.jobs)} runs (logs: {Path(args.runs) / '.submitit'}/<job>/; "
-              f"python -m repro status {args.table} --profile {args.profile} --runs {args.runs})", flush=True)
-        failures = wait(report, Path(args.runs).resolve())
+    waiting = args.wait if args.wait is not None else not on_slurm
+    runs_root = Path(args.runs).resolve()
+    failures = []
+    if waiting and (report.jobs or report.skipped_active):
+        from .launch.progress import LiveView
+
+        found = f", {len(report.skipped_active)} found queued or running" if report.skipped_active else ""
+        print(f"waiting for {len(report.jobs) + len(report.skipped_active)} runs ({len(report.jobs)} submitted{found}; "
+              f"logs: {Path(args.runs) / '.submitit'}/<job>/; python -m repro status {args.table} "
+              f"--profile {args.profile} --runs {args.runs})", flush=True)
+        name = f"{report.runs[0].table if report.runs else args.table}/{args.profile}"
+        failures = wait(report, runs_root, view=LiveView(name, sys.stdout, interval_s=args.progress_every))
     elif report.jobs:
         print(f"submitted {len(report.jobs)} runs; follow them with: python -m repro status {args.table} "
               f"--profile {args.profile} --runs {args.runs}")
-    paths = results.render(args.table, args.profile, args.runs, states=slurm.run_states,
-                               **({"out_dir": args.out} if args.out else {}))
-    print(Path(paths["md"]).read_text())
-    print(f"written: {', '.join(str(p) for p in paths.values())}")
-    if failures or report.skipped_failed:
-        print(f"error: {len(failures) + len(report.skipped_failed)} runs failed (see status)", file=sys.stderr)
+    paths, kept = results.render_unless_less_complete(
+        args.table, args.profile, args.runs, states=slurm.run_states, **({"out_dir": args.out} if args.out else {}))
+    print(Path(paths["md"]).read_text() if not kept else kept)
+    if not kept:
+        print(f"written: {', '.join(str(p) for p in paths.values())}")
+    if not waiting:  # --no-wait (the default on SLURM): submitted, not finished
+        if failures or report.skipped_failed:
+            print(f"error: {len(failures) + len(report.skipped_failed)} runs failed (see status)", file=sys.stderr)
+            return 1
+        return 0
+    missing = [(r, s) for r, s in zip(report.runs, slurm.run_states([r.run_dir(runs_root) for r in report.runs]))
+               if s.status != "done"]
+    if missing:
+        failed = sum(s.status in ENDED for _, s in missing)
+        print(f"error: the table is incomplete: {len(missing)}/{len(report.runs)} runs not done "
+              f"({failed} runs failed; see status):", file=sys.stderr)
+        for r, s in missing:
+            print(f"  {r.run_id}: {s.status}{': ' + s.error if s.error else ''}", file=sys.stderr)
         return 1
     return 0
 

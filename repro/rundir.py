@@ -30,10 +30,12 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def git_commit(repo: Path = REPO) -> dict:
@@ -59,8 +61,51 @@ def git_state() -> dict:
     return git_commit(REPO)
 
 
+RERUN_FIX = "rerun with --rerun-failed, which keeps the checkpoints"
+# Moved aside (``<name>.corrupt``) by a rerun: kept to look at, never read as a result.
+RECORDS = ("final.json", "job.json", "config.yaml")
+
+
+def unreadable_record(run_dir: Path) -> tuple[str, str] | None:
+    """The first of ``final.json``, ``job.json``, ``config.yaml`` that exists but cannot be read
+    (cut by a crash, a full disk, an edit), with why; None when every one present reads."""
+    for name in RECORDS:
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+            doc = yaml.safe_load(text) if name.endswith(".yaml") else json.loads(text)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            return name, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        if not isinstance(doc, dict) or (name == "config.yaml" and not isinstance(doc.get("config"), dict)):
+            return name, "not a mapping" if not isinstance(doc, dict) else "no config: mapping"
+    return None
+
+
+def corrupt_error(run_dir: Path) -> str | None:
+    """``final.json is unreadable (...): rerun with --rerun-failed, ...``, or None."""
+    bad = unreadable_record(run_dir)
+    return None if bad is None else f"{run_dir / bad[0]} is unreadable ({bad[1]}): {RERUN_FIX}"
+
+
+def set_corrupt_aside(run_dir: Path) -> list[Path]:
+    """Rename each unreadable record to ``<name>.corrupt`` (a rerun rewrites it); return them."""
+    moved = []
+    while (bad := unreadable_record(run_dir)) is not None:
+        path = run_dir / bad[0]
+        path.replace(path.with_name(path.name + ".corrupt"))
+        moved.append(path.with_name(path.name + ".corrupt"))
+    return moved
+
+
 def run_status(run_dir: Path) -> str:
-    """done / failed / running / pending / new, from the run directory alone."""
+    """corrupt / done / failed / running / pending / new, from the run directory alone.
+
+    ``corrupt``: a record (``final.json``, ``job.json``, ``config.yaml``) is there but does not
+    read: an error, never a result."""
+    if unreadable_record(run_dir) is not None:
+        return "corrupt"
     if (run_dir / "final.json").is_file():
         return "done"
     if (run_dir / "error.txt").is_file():
@@ -76,10 +121,10 @@ def run_status(run_dir: Path) -> str:
 class RunState:
     """What is known about one run: from its directory and, for SLURM jobs, from sacct."""
 
-    status: str  # done / failed / cancelled / running / pending / new
+    status: str  # done / failed / cancelled / corrupt / running / pending / new
     job_id: str | None = None
     scheduler_state: str | None = None  # SLURM's word (None: not a SLURM job, or not asked)
-    error: str | None = None  # first line of error.txt, or what the scheduler said
+    error: str | None = None  # first line of error.txt, the unreadable record, or what the scheduler said
 
 
 def first_error_line(run_dir: Path) -> str:
@@ -93,8 +138,8 @@ def run_states(run_dirs: list[Path]) -> list[RunState]:
     for d in run_dirs:
         status = run_status(d)
         job = read_json(d / "job.json") or {}
-        out.append(RunState(status, str(job["job_id"]) if "job_id" in job else None, None,
-                            first_error_line(d) if status == "failed" else None))
+        error = first_error_line(d) if status == "failed" else corrupt_error(d) if status == "corrupt" else None
+        out.append(RunState(status, str(job["job_id"]) if "job_id" in job else None, None, error))
     return out
 
 
@@ -127,7 +172,9 @@ def last_metrics(path: Path) -> dict | None:
     last = None
     for line in path.read_text().splitlines():
         try:
-            last = json.loads(line)
+            record = json.loads(line)
         except ValueError:
-            continue  # a line cut by a crash
+            continue  # a line cut by a crash (the last one, torn while written)
+        if isinstance(record, dict):
+            last = record
     return last

@@ -73,6 +73,22 @@ def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: Pa
         handle.close()
 
 
+# What a run reports at its end, as TensorBoard scalars beside the training curves.
+RESULT_SCALARS = ("top1", "top5", "best_top1", "knn_top1", "sec_per_iter", "final_loss",
+                  "box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
+
+
+def _board_results(run_dir: Path, final: dict) -> None:
+    """The probe (or transfer) results as ``result/<key>`` at the run's last step."""
+    from ..train.loop import add_scalars, tensorboard_writer
+
+    writer = tensorboard_writer(run_dir)
+    try:
+        add_scalars(writer, "result", {k: final[k] for k in RESULT_SCALARS if k in final}, int(final.get("steps") or 0))
+    finally:
+        writer.close()
+
+
 class RunJob:
     """The submitit callable: run the task (``repro.tasks``: pre-train and probe, fine-tune,
     or detection), write ``final.json``.
@@ -116,6 +132,7 @@ class RunJob:
                  "task": run.config.task, **result, "git": git_state(), "torch": torch.__version__,
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(run_dir / "final.json", final)
+        _board_results(run_dir, final)
         print(f"[{run.run_id}] done", flush=True)
         return final
 

@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..rundir import RunState, first_error_line, read_json, run_status
+from ..rundir import RunState, corrupt_error, first_error_line, read_json, run_status
 
 # May still run. PREEMPTED too: where preemption requeues, the job comes back (submitit agrees).
 SLURM_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
@@ -100,6 +100,8 @@ def run_states(run_dirs: list[Path], *, ask_scheduler: bool = True) -> list[RunS
         error = None
         if s == "failed":
             error = first_error_line(d)
+        elif s == "corrupt":
+            error = corrupt_error(d)
         elif status == "failed":
             error = (f"SLURM {sched}: the job ended without final.json "
                      f"(log: {job.get('submitit_folder', '.submitit')}/{job_id}/)")

@@ -8,16 +8,20 @@ directory's files).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..grid import Run, expand, load_table, with_overrides
-from ..rundir import prepare_run_dir, read_json, run_status, write_json
+from ..rundir import (corrupt_error, first_error_line, prepare_run_dir, read_json, run_status, set_corrupt_aside,
+                      write_json)
 from .cluster import load_cluster, make_executor
 from .job import RunJob
+from .progress import ENDED, LiveView, read_progress
 from .slurm import SLURM_ACTIVE, run_states, slurm_state, slurm_states
 from .snapshot import snapshot_code
 from .tasks import tasks_per_job
@@ -67,8 +71,10 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
             report.skipped_done.append(run)
         elif status == "failed" and not rerun_failed:
             report.skipped_failed.append(run)
-            first = (run_dir / "error.txt").read_text().splitlines()[0]
-            log(f"  {run.run_id}: FAILED earlier ({first}); rerun with --rerun-failed")
+            log(f"  {run.run_id}: FAILED earlier ({first_error_line(run_dir)}); rerun with --rerun-failed")
+        elif status == "corrupt" and not rerun_failed:
+            report.skipped_failed.append(run)
+            log(f"  {run.run_id}: CORRUPT: {corrupt_error(run_dir)}")
         elif status in ("running", "pending") and _job_alive(run_dir):
             report.skipped_active.append(run)
         else:
@@ -82,6 +88,8 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
         report.submitted, report.declined = [], True
         return report
     for run in report.submitted:
+        for path in set_corrupt_aside(run.run_dir(runs_root)):  # --rerun-failed: the run writes them again
+            log(f"  {run.run_id}: {path.name[:-len('.corrupt')]} was unreadable, kept as {path}")
         prepare_run_dir(run, runs_root)
     if cluster.executor != "debug":  # debug runs in this process, on the live code
         report.code_dir = snapshot_code(runs_root)
@@ -97,6 +105,9 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
         job_fn = RunJob(str(runs_root), slots)
         if cluster.executor == "debug":
             jobs = [executor.submit(job_fn, r) for r in group]
+        elif cluster.executor == "local":
+            with _controllers_write_to(runs_root / ".submitit" / "controllers.log"):
+                jobs = executor.map_array(job_fn, group)  # one array
         else:
             jobs = executor.map_array(job_fn, group)  # one array
         for run, job in zip(group, jobs):
@@ -107,6 +118,32 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
             })
         report.jobs.extend(zip(group, jobs))
     return report
+
+
+@contextlib.contextmanager
+def _controllers_write_to(path: Path):
+    """Start submitit's local controllers with their stdout and stderr in ``path``.
+
+    They inherit the launcher's terminal otherwise: Ctrl-C reaches them too (which is how
+    it stops the runs), and each printed its KeyboardInterrupt traceback there. The runs'
+    own output goes to their logs in .submitit/<job>/ either way.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _job_alive(run_dir: Path) -> bool:
@@ -129,42 +166,92 @@ def _job_alive(run_dir: Path) -> bool:
 # --------------------------------------------------------------------------- waiting
 
 
-def wait(report: LaunchReport, runs_root: Path, log=print) -> list[tuple[Run, str]]:
-    """Block until the submitted jobs end; return the failures (run, first error line).
+def wait(report: LaunchReport, runs_root: Path, log=print, view: LiveView | None = None,
+         poll_s: float = 1.0) -> list[tuple[Run, str]]:
+    """Block until the submitted jobs, and the runs of the grid found queued or running
+    (``report.skipped_active``: a previous launcher's), end; return the failures (run, first
+    error line).
 
-    Cancelled SLURM jobs end the wait too (submitit learns it from sacct) and count as
-    failures, with that reason.
+    Our own jobs are followed through submitit; the runs found running through their
+    directory and their job (local: the process; SLURM: sacct). Cancelled SLURM jobs end the
+    wait too and count as failures, with that reason. ``view`` (a :class:`LiveView`) shows the
+    whole grid at every poll; without one, only the end of each run is logged.
     """
     from submitit import SlurmJob
 
-    failures = []
-    pending = list(report.jobs)
-    done = 0
-    while pending:
+    from .slurm import run_states as scheduler_run_states
+
+    runs_root = Path(runs_root)
+    say = view.note if view is not None else log
+    own = {run.run_id: job for run, job in report.jobs}
+    waiting = [run for run, _ in report.jobs] + list(report.skipped_active)
+    total, ended_count, failures = len(waiting), 0, []
+    while waiting:
         # submitit asks sacct less and less often as a job ages; ask once for all our SLURM
         # jobs and make it look again at those that SLURM says have ended.
-        ended = {j for j, s in slurm_states(job.job_id for _, job in pending if isinstance(job, SlurmJob)).items()
+        ended = {j for j, s in slurm_states(job.job_id for job in own.values() if isinstance(job, SlurmJob)).items()
                  if s not in SLURM_ACTIVE and s != "UNKNOWN"}
-        for run, job in list(pending):
-            if job.done(force_check=job.job_id in ended):
-                pending.remove((run, job))
-                done += 1
-                try:
-                    if job.job_id in ended and not job.paths.result_pickle.exists():
-                        # Killed without a result (scancel, time, memory): say so now rather
-                        # than after submitit's 15 s wait for a slow file system.
-                        raise RuntimeError(f"SLURM job {job.job_id} ended without a result")
-                    job.results()  # one result per task
-                    log(f"  [{done}/{len(report.jobs)}] {run.run_id}: done")
-                except Exception as e:  # noqa: BLE001 - reported, not swallowed
-                    state = run_states([run.run_dir(runs_root)])[0]
-                    first = state.error or str(e).strip().splitlines()[-1]
-                    failures.append((run, first))
-                    log(f"  [{done}/{len(report.jobs)}] {run.run_id}: {state.status.upper()}: {first}")
-        if pending:
-            time.sleep(1.0)
-    _settle([job.job_id for _, job in report.jobs if isinstance(job, SlurmJob)])
+        for run in list(waiting):
+            job = own.get(run.run_id)
+            error = _ended(run, job, runs_root, ended) if job is not None else _attached_ended(run, runs_root)
+            if error is False:
+                continue
+            waiting.remove(run)
+            ended_count += 1
+            if error is None:
+                say(f"  [{ended_count}/{total}] {run.run_id}: done")
+            else:
+                failures.append((run, error))
+                state = scheduler_run_states([run.run_dir(runs_root)])[0]
+                say(f"  [{ended_count}/{total}] {run.run_id}: {state.status.upper()}: {error}")
+        if view is not None:
+            dirs = [r.run_dir(runs_root) for r in report.runs]
+            view.update([read_progress(r.run_id, d, s)
+                         for r, d, s in zip(report.runs, dirs, scheduler_run_states(dirs))], force=not waiting)
+        if waiting:
+            time.sleep(poll_s)
+    if view is not None:
+        view.close()
+    _settle([job.job_id for job in own.values() if isinstance(job, SlurmJob)])
     return failures
+
+
+def _ended(run: Run, job, runs_root: Path, slurm_ended: set[str]):
+    """One of our submitit jobs: False while it runs, None when it ended well, else the error."""
+    from .slurm import run_states as scheduler_run_states
+
+    if not job.done(force_check=job.job_id in slurm_ended):
+        return False
+    try:
+        if job.job_id in slurm_ended and not job.paths.result_pickle.exists():
+            # Killed without a result (scancel, time, memory): say so now rather
+            # than after submitit's 15 s wait for a slow file system.
+            raise RuntimeError(f"SLURM job {job.job_id} ended without a result")
+        job.results()  # one result per task
+        return None
+    except Exception as e:  # noqa: BLE001 - reported, not swallowed
+        state = scheduler_run_states([run.run_dir(runs_root)])[0]
+        return state.error or str(e).strip().splitlines()[-1]
+
+
+def _attached_ended(run: Run, runs_root: Path):
+    """A run another launcher submitted: False while its job may still run, None when it
+    ended done, else why it did not (from its directory, or that its job is gone)."""
+    from .slurm import run_states as scheduler_run_states
+
+    run_dir = run.run_dir(runs_root)
+    state = scheduler_run_states([run_dir])[0]
+    if state.status == "done":
+        return None
+    if state.status in ENDED:
+        return state.error or state.status
+    if _job_alive(run_dir):
+        return False
+    state = scheduler_run_states([run_dir])[0]  # it may have finished since the first look
+    if state.status == "done":
+        return None
+    log = f"{runs_root / '.submitit'}/{state.job_id}/"
+    return state.error or f"its job {state.job_id} ended without final.json (log: {log})"
 
 
 def _settle(slurm_job_ids: list[str], timeout_s: float = 30.0) -> None:

@@ -26,6 +26,7 @@ OUT_DIR = output_dir()
 # launcher's ``repro.launch.slurm.run_states``, which asks SLURM too (a cancelled job leaves
 # no trace in its directory). The results never import the launcher.
 States = Callable[[list[Path]], list[RunState]]
+PAPER_PROFILE = "paper"  # the paper's protocol: the only profile whose numbers compare with the paper's
 METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
            "epochs_done", "final_loss", "train_wall_s", "world_size",
            # detection (Tables 9-11)
@@ -49,14 +50,15 @@ def collect(table: Table, profile: str, runs_root: str | Path, states: States = 
 
 
 def _overall(statuses: list[str]) -> str:
-    for s in ("failed", "cancelled", "running", "pending", "new"):
+    for s in ("corrupt", "failed", "cancelled", "running", "pending", "new"):
         if s in statuses:
             return {"new": "pending"}.get(s, s)
     return "done"
 
 
 def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
-    """One row per paper row: paper values, measured mean (and std over seeds), deltas, status."""
+    """One row per paper row: paper values, measured mean (and std over seeds), status, and at
+    the paper profile the difference to the paper (``<col>_delta``)."""
     prof = table.profiles.get(profile) if profile else None
     rows = []
     for row in table.rows:
@@ -70,10 +72,9 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
             values = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
             rec[col] = values.mean() if len(values) else None
             rec[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else None
-            if rec[col] is not None and rec[f"paper_{col}"] is not None:
-                rec[f"{col}_delta"] = rec[col] - rec[f"paper_{col}"]
-            else:
-                rec[f"{col}_delta"] = None
+            if profile == PAPER_PROFILE:  # a difference to the paper means something at its scale only
+                both = rec[col] is not None and rec[f"paper_{col}"] is not None
+                rec[f"{col}_delta"] = rec[col] - rec[f"paper_{col}"] if both else None
         for extra in ("knn_top1", "best_top1"):
             if extra not in table.columns and extra in done:
                 values = pd.to_numeric(done[extra], errors="coerce").dropna()
@@ -119,7 +120,9 @@ def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataF
         if col == "sec_per_iter" and "sec_per_iter_ratio" in summary:
             cols["ratio (paper)"] = [fmt(v) for v in summary["paper_sec_per_iter_ratio"]]
             cols[f"ratio ({profile})"] = [fmt(v) for v in summary["sec_per_iter_ratio"]]
-        elif col != "sec_per_iter":
+        elif col != "sec_per_iter" and profile == PAPER_PROFILE:
+            # At a reduced scale (other data, network, steps) the paper's value stands beside
+            # the measured one, and no difference is drawn.
             cols[f"Δ {spec.label}"] = [fmt(v) for v in summary[f"{col}_delta"]]
     if "knn_top1" in summary and "knn_top1" not in table.columns:
         cols[f"kNN top-1 ({profile})"] = [fmt(v) for v in summary["knn_top1"]]
@@ -182,9 +185,36 @@ def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | 
     return write_table_files(out_dir, table, profile, runs, summary, header=header, problems=_problems(runs))
 
 
+def render_unless_less_complete(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
+                                states: States = rundir.run_states) -> tuple[dict[str, Path], str | None]:
+    """:func:`render`, unless ``<out>`` already holds this table at this profile with more runs
+    done (a second launcher, or one whose runs failed, must not replace a more complete
+    table). Returns the paths and, when it kept the files, why (None when it rendered)."""
+    table = load_table(table_name)
+    stem = Path(out_dir) / output_stem(table)
+    paths = {ext: Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex")} | {"runs": Path(f"{stem}_runs.csv")}
+    before = _done_rendered(paths["runs"], profile)
+    now = int((collect(table, profile, runs_root, states)["status"] == "done").sum())
+    if before is not None and before > now:
+        return paths, (f"kept {paths['md']}: it shows {before} runs done at profile {profile}, the run directories "
+                       f"{now} now (python -m repro render {table_name} --profile {profile} rewrites it)")
+    return render(table_name, profile, runs_root, out_dir, states), None
+
+
+def _done_rendered(runs_csv: Path, profile: str) -> int | None:
+    """How many runs the rendered ``tableN_runs.csv`` shows done at ``profile`` (None: none rendered)."""
+    try:
+        old = pd.read_csv(runs_csv)
+    except (OSError, ValueError):
+        return None
+    if not {"profile", "status"} <= set(old.columns) or not (old["profile"] == profile).any():
+        return None
+    return int(((old["profile"] == profile) & (old["status"] == "done")).sum())
+
+
 def _problems(runs: pd.DataFrame) -> str:
     """Markdown lines under the table: each failed or cancelled run and why."""
-    bad = runs[runs["status"].isin(["failed", "cancelled"])]
+    bad = runs[runs["status"].isin(["failed", "cancelled", "corrupt"])]
     if bad.empty:
         return ""
     lines = [f"- `{r.run_id}` {r.status}: {r.error}" for r in bad.itertuples()]

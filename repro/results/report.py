@@ -30,6 +30,7 @@ from ..grid import TABLES_DIR, Table, load_table
 from ..paths import REPO
 from ..rundir import read_json
 from . import figures as fig3
+from .curves import draw_curves
 from .claims import (CLAIMS_FILE, CONTROL_ROW, PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims,
                      measured_values, needs_control, paper_values)
 from .collect import (States, collect, display_frame, fmt, output_stem, summarise, write_if_changed,
@@ -326,6 +327,9 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
         write_table_files(out / "tables" / profile, tr.table, profile, tr.runs, tr.summary,
                           header=f"# {tr.table.title}\n\n", runs_columns_out=("error",), tex=False)
     figure_paths = draw_figures([out / "tables" / p for p in seen], out / "figures")
+    curves = {key: draw_curves(tr.table, tr.profile, tr.root,
+                               out / "figures" / f"curves_{output_stem(tr.table)}_{tr.profile}.png")
+              for key, tr in found.items()}
     entries = verdicts(claims.claims, found, shown_profiles, by_name)
 
     md = ["# Momentum² Teacher: the paper's claims against reproduced results", ""]
@@ -349,7 +353,7 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
            "Linear top-1 against the BN batch: the paper's curves (Table 4) and every reproduced profile.", ""]
     png = next(p for p in figure_paths if p.suffix == ".png")
     md += [f"![Figure 3: BN batch robustness]({png.relative_to(out).as_posix()})", ""]
-    md += _tables_md(tables, found, seen)
+    md += _tables_md(tables, found, seen, {k: p.relative_to(out).as_posix() for k, p in curves.items() if p})
     text = "\n".join(md) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "html": out / "report.html"}
@@ -382,8 +386,10 @@ def _provenance_md(found: dict[tuple[str, str], TableResults], seen: list[str], 
     return md
 
 
-def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], seen: list[str]) -> list[str]:
-    """Every paper table: the reproduced values of each profile beside the paper's, or the paper's alone."""
+def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], seen: list[str],
+              curves: dict[tuple[str, str], str]) -> list[str]:
+    """Every paper table: the reproduced values of each profile beside the paper's, or the
+    paper's alone; under each profile's values its training curves, where its runs logged any."""
     md = ['<a id="tables"></a>', "", "## Tables", ""]
     for table in tables:
         anchor = output_stem(table)
@@ -397,6 +403,9 @@ def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], 
             md += [f"Profile `{tr.profile}` ({int((tr.runs['status'] == 'done').sum())}/{len(tr.runs)} runs done): "
                    f"{' '.join(tr.table.profiles[tr.profile].description.split())}", "",
                    shown.to_markdown(index=False), ""]
+            if (table.name, tr.profile) in curves:
+                md += [f"![Training curves of {output_stem(table)} at profile {tr.profile}: loss against step]"
+                       f"({curves[(table.name, tr.profile)]})", ""]
     return md
 
 

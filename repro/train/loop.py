@@ -33,29 +33,63 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+TENSORBOARD_DIR = "tensorboard"  # in the run directory: `tensorboard --logdir runs` finds every run
+NOT_SCALARS = ("step", "epoch", "time", "total_steps")
+
+
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per line, appended (a resumed run continues the file)
     and flushed per line, so a killed run keeps every line it wrote. ``enabled=False`` (ranks
-    other than 0) writes nothing."""
+    other than 0) writes nothing.
+
+    Each record's numbers also go to TensorBoard (``<run dir>/tensorboard/``, tags
+    ``train/<key>`` at the record's step), for looking at; metrics.jsonl stays the record the
+    suite reads.
+    """
 
     def __init__(self, path: str | Path, *, enabled: bool = True):
         self._file = open(path, "a") if enabled else None
+        self._board = tensorboard_writer(Path(path).parent) if enabled else None
+        self._count = 0
 
     def write(self, record: dict) -> None:
         if self._file is not None:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+        self._count += 1
+        if self._board is not None:
+            add_scalars(self._board, "train", record, record.get("step", self._count))
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._board is not None:
+            self._board.close()
+            self._board = None
 
     def __enter__(self) -> MetricsLog:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def tensorboard_writer(run_dir: Path):
+    """A ``SummaryWriter`` on ``<run_dir>/tensorboard/`` (a resumed run adds an event file)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR), flush_secs=10)
+
+
+def add_scalars(writer, prefix: str, record: dict, step: int) -> None:
+    """Every finite number of ``record`` as ``<prefix>/<key>`` at ``step`` (``sec_per_iter`` as
+    ``sec/iter``); the step, epoch and time stamps are axes, not scalars."""
+    for key, value in record.items():
+        if key in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if math.isfinite(value):
+            writer.add_scalar(f"{prefix}/{'sec/iter' if key == 'sec_per_iter' else key}", value, step)
 
 
 def topk_hits(logits: torch.Tensor, labels: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -168,7 +168,8 @@ def pretrain(
         if logging:
             metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
                            "sec_per_iter": _sec_per_iter(marks, cfg.train.timing_warmup), "time": time.time(),
-                           "projection_std": projection.std()})
+                           "projection_std": projection.std(),
+                           "total_steps": last_step})  # for the live view's step of total and ETA
         if bar is not None:
             bar.update(1)
             if logging:

@@ -82,10 +82,10 @@ def test_status_lines_show_state_slurm_step_loss_and_error(tmp_path, monkeypatch
     cols = [line.split() for line in lines]
     assert [c[1:3] for c in cols] == [["done", "COMPLETED"], ["failed", "FAILED"], ["cancelled", "CANCELLED"],
                                       ["running", "RUNNING"], ["pending", "PENDING"], ["new", "-"]]
-    assert cols[0][3:6] == ["7_0", "3", "1.2500"] and cols[5][3:6] == ["-", "-", "-"]
+    assert cols[0][3:6] == ["7_0", "3/?", "1.2500"] and cols[5][3:6] == ["-", "-", "-"]
     assert lines[1].endswith("ValueError: dataset of 1442 images has no full batch of 2048")
     assert "SLURM CANCELLED (scancel)" in lines[2]
-    assert status.STATUS_HEADER.split()[:6] == ["run", "status", "SLURM", "job", "step", "loss"]
+    assert status.STATUS_HEADER.split()[:8] == ["run", "status", "SLURM", "job", "step", "loss", "s/step", "ETA"]
 
 
 def test_the_rendered_table_shows_failed_and_cancelled_runs_and_why(tmp_path, monkeypatch):

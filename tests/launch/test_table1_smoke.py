@@ -48,12 +48,12 @@ def test_rendered_table_has_paper_and_measured_columns(smoke):
         assert r["paper_top1"] == top1 and r["paper_sec_per_iter"] == spi
         assert r["status"] == "done" and r["profile"] == "smoke"
         assert 0 <= r["top1"] <= 100 and 0 <= r["knn_top1"] <= 100 and r["sec_per_iter"] > 0
-        assert r["top1_delta"] == pytest.approx(r["top1"] - top1)
+        assert "top1_delta" not in r  # no difference to the paper at a reduced scale
     ref = df.set_index("row").loc["bn-bn"]
     assert ref["sec_per_iter_ratio"] == pytest.approx(1.0) and ref["paper_sec_per_iter_ratio"] == pytest.approx(1.0)
     assert df.set_index("row").loc["syncbn-syncbn", "paper_sec_per_iter_ratio"] == pytest.approx(1.1 / 0.24)
     md = paths["md"].read_text()
-    assert "Synced BN / Momentum BN" in md and "88.25" in md and "Top-1 (%) (smoke)" in md
+    assert "Synced BN / Momentum BN" in md and "88.25" in md and "Top-1 (%) (smoke)" in md and "Δ" not in md
     assert r"\begin{tabular}" in paths["tex"].read_text()
 
 

@@ -30,4 +30,8 @@ def write_records(root, profile="cpu"):
                 "git": {"commit": "0123456789abcdef", "dirty": False}}))
             (d / "job.json").write_text(json.dumps({"executor": "local", "host": "testhost",
                                                     "job_id": "1", "submitted": SUBMITTED}))
+            if table == "t01":  # Table 1's runs logged their loss (Table 4's did not: no curves there)
+                (d / "metrics.jsonl").write_text("".join(
+                    json.dumps({"step": step, "loss": 4.0 - step / 10 - run.seed / 5, "lr": 0.1}) + "\n"
+                    for step in range(1, 21)))
     return root

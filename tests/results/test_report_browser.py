@@ -58,10 +58,12 @@ def test_report_loads_shows_tables_and_figures_without_broken_links(tmp_path):
     assert facts["tables"] > 40
     assert facts["badges"] > 22
     assert facts["supportedColour"] == "rgb(212, 237, 218)"  # the page's own styles applied
-    # Figure 3 decoded and laid out
-    assert len(facts["imgs"]) == 1
-    (img,) = facts["imgs"]
-    assert img["complete"] and img["w"] > 300 and img["h"] > 200 and img["shown"] > 100
+    # Figure 3 and Table 1's training curves at cpu (the only records that logged steps),
+    # decoded and laid out: the curves are 6 x 3.8 in at 110 dpi, 660 x 418 px.
+    assert len(facts["imgs"]) == 2
+    fig3, curves = facts["imgs"]
+    assert fig3["complete"] and fig3["w"] > 300 and fig3["h"] > 200 and fig3["shown"] > 100
+    assert curves["complete"] and curves["w"] == 660 and curves["h"] == 418 and curves["shown"] > 100
     # links: only anchors of the page, each resolving; nothing fetched from elsewhere
     assert facts["links"] and all(h.startswith("#") for h in facts["links"])
     assert facts["brokenAnchors"] == []

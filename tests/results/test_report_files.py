@@ -65,3 +65,16 @@ def test_no_records_gives_a_report_of_not_run(tmp_path):
     md = build([tmp_path / "none"], tmp_path / "out")["md"].read_text()
     assert "No run records found" in md
     assert "- `paper` (paper scale): 22 not run" in md
+
+
+def test_training_curves_stand_beside_the_table_they_belong_to(tmp_path):
+    import matplotlib.image
+
+    paths = build([write_records(tmp_path / "runs")], tmp_path / "out")
+    md = paths["md"].read_text()
+    line = "![Training curves of table1 at profile cpu: loss against step](figures/curves_table1_cpu.png)"
+    table1 = md.split('<a id="table1"></a>')[1].split('<a id="table2"></a>')[0]
+    assert line in table1 and table1.index("Profile `cpu`") < table1.index(line)
+    assert md.count("![Training curves") == 1  # Table 4's records logged no step: no figure
+    assert matplotlib.image.imread(tmp_path / "out" / "figures" / "curves_table1_cpu.png").shape == (418, 660, 4)
+    assert paths["html"].read_text().count("<img") == 2

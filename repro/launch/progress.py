@@ -1,0 +1,195 @@
+"""The live view of a table's runs while ``run`` waits, and the per-run figures of ``status``.
+
+Everything shown comes from the run directories: the state (``repro.rundir`` / SLURM) and
+the last complete line of ``metrics.jsonl`` (step, total steps, loss, seconds per step). In
+a terminal the view is one block redrawn in place (tqdm style); elsewhere (CI, nohup, SLURM
+logs) it is one summary line every ``interval_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ..rundir import RunState, last_metrics
+
+ENDED = ("done", "failed", "cancelled", "corrupt")
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """One run's state and its last logged figures (None where nothing is logged yet)."""
+
+    run_id: str
+    status: str
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    sec_per_iter: float | None = None
+    error: str | None = None
+    started: float | None = None  # wall time of the first logged step
+    ended: float | None = None  # when final.json was written (done runs)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds of training left at the last logged pace (the probes after it not counted)."""
+        if self.step is None or self.total_steps is None or not self.sec_per_iter:
+            return None
+        return max(0, self.total_steps - self.step) * self.sec_per_iter
+
+
+def read_progress(run_id: str, run_dir: Path, state: RunState) -> RunProgress:
+    last = last_metrics(run_dir / "metrics.jsonl") or {}
+    first = first_metrics(run_dir / "metrics.jsonl") or {}
+    try:
+        ended = (run_dir / "final.json").stat().st_mtime if state.status == "done" else None
+    except OSError:
+        ended = None
+    return RunProgress(run_id, state.status, last.get("step"), last.get("total_steps"), last.get("loss"),
+                       last.get("sec_per_iter"), state.error, first.get("time"), ended)
+
+
+def first_metrics(path: Path) -> dict | None:
+    """The first line of a ``metrics.jsonl`` (None when there is none, or it is cut)."""
+    try:
+        with open(path) as f:
+            return json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def run_left_s(p: RunProgress, mean_length_s: float | None, now: float) -> float | None:
+    """Seconds left in a running run: its training left, or, when runs have finished, the
+    mean length of those (training and probes) less the time it has run, if that is more."""
+    left = p.eta_s
+    if mean_length_s is not None and p.started is not None:
+        rest = max(0.0, mean_length_s - (now - p.started))
+        left = rest if left is None else max(left, rest)
+    return left
+
+
+def counts(progress: list[RunProgress]) -> dict[str, int]:
+    """Runs done / running / pending / failed (failed counts cancelled and corrupt runs too)."""
+    out = {"done": 0, "running": 0, "pending": 0, "failed": 0}
+    for p in progress:
+        key = {"new": "pending", "cancelled": "failed", "corrupt": "failed"}.get(p.status, p.status)
+        out[key if key in out else "pending"] += 1
+    return out
+
+
+def mean_length_s(progress: list[RunProgress]) -> float | None:
+    """The mean wall time of the finished runs, first logged step to final.json (None: none)."""
+    lengths = [p.ended - p.started for p in progress if p.ended is not None and p.started is not None]
+    return sum(lengths) / len(lengths) if lengths else None
+
+
+def overall_eta_s(progress: list[RunProgress], now: float | None = None) -> float | None:
+    """A rough ETA for the table: what is left in the running runs, plus each pending run at
+    the mean length of the finished runs (before any has finished: of the training seen so
+    far), spread over as many runs at once as run now. Process start-up is not counted."""
+    now = time.time() if now is None else now
+    running = [p for p in progress if p.status == "running"]
+    pending = [p for p in progress if p.status in ("pending", "new")]
+    if not running and not pending:
+        return 0.0
+    mean = mean_length_s(progress)
+    if mean is None:
+        trained = [p.total_steps * p.sec_per_iter for p in progress if p.total_steps and p.sec_per_iter]
+        mean = sum(trained) / len(trained) if trained else None
+    if mean is None:
+        return None
+    lefts = [run_left_s(p, mean_length_s(progress), now) for p in running]
+    left = sum(mean if v is None else v for v in lefts) + len(pending) * mean
+    return left / max(1, len(running))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def run_figures(p: RunProgress, left_s: float | None) -> str:
+    """``step 4/6  loss 2.1234  0.310 s/step  ETA 0m01s`` (``-`` for what is not logged yet)."""
+    step = "-" if p.step is None else f"{p.step}/{p.total_steps if p.total_steps is not None else '?'}"
+    loss = "-" if p.loss is None else f"{p.loss:.4f}"
+    spi = "-" if p.sec_per_iter is None else f"{p.sec_per_iter:.3f}"
+    return f"step {step:>11}  loss {loss:>8}  {spi:>7} s/step  ETA {fmt_duration(left_s)}"
+
+
+def _bar(p: RunProgress, width: int = 20) -> str:
+    if p.step is None or not p.total_steps:
+        return "|" + " " * width + "|"
+    filled = min(width, round(width * p.step / p.total_steps))
+    return "|" + "#" * filled + " " * (width - filled) + "|"
+
+
+def summary_line(name: str, progress: list[RunProgress], *, detail: bool = False) -> str:
+    """``t01/smoke: 2/6 done, 2 running, 2 pending, 0 failed; ETA 1m20s``; with ``detail``, each
+    running run's step and ETA after it (``| bn-bn-s0-1a2b 4/6 ETA 0m01s``)."""
+    c = counts(progress)
+    line = (f"{name}: {c['done']}/{len(progress)} done, {c['running']} running, {c['pending']} pending, "
+            f"{c['failed']} failed; ETA {fmt_duration(overall_eta_s(progress))}")
+    if detail:
+        mean, now = mean_length_s(progress), time.time()
+        for p in progress:
+            if p.status == "running":
+                step = "-" if p.step is None else f"{p.step}/{p.total_steps if p.total_steps is not None else '?'}"
+                line += f" | {p.run_id} {step} ETA {fmt_duration(run_left_s(p, mean, now))}"
+    return line
+
+
+def block_lines(name: str, progress: list[RunProgress]) -> list[str]:
+    """The terminal block: the summary line, then one bar per running run."""
+    lines = [summary_line(name, progress)]
+    mean, now = mean_length_s(progress), time.time()
+    for p in progress:
+        if p.status == "running":
+            lines.append(f"  {p.run_id:<40} {_bar(p)} {run_figures(p, run_left_s(p, mean, now))}")
+    return lines
+
+
+class LiveView:
+    """Shows a table's progress on ``stream``: a redrawn block on a terminal, else a line
+    every ``interval_s`` seconds (and whenever a run ends). ``note`` prints a line above it."""
+
+    def __init__(self, name: str, stream: TextIO, *, interval_s: float = 30.0, tty: bool | None = None,
+                 clock=time.monotonic):
+        self.name, self.stream, self.interval_s, self.clock = name, stream, interval_s, clock
+        self.tty = stream.isatty() if tty is None else tty
+        self._drawn = 0  # lines of the block on screen
+        self._last_line_at: float | None = None
+        self._last_counts: dict | None = None
+
+    def _erase(self) -> None:
+        if self._drawn:
+            # Up to the block's first line, then clear to the end of the screen.
+            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
+            self._drawn = 0
+
+    def note(self, line: str) -> None:
+        self._erase()
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def update(self, progress: list[RunProgress], *, force: bool = False) -> None:
+        if self.tty:
+            self._erase()
+            lines = block_lines(self.name, progress)
+            self.stream.write("\n".join(lines) + "\n")
+            self._drawn = len(lines)
+        else:
+            now, c = self.clock(), counts(progress)
+            due = self._last_line_at is None or now - self._last_line_at >= self.interval_s
+            if force or due or c != self._last_counts:
+                self.stream.write(summary_line(self.name, progress, detail=True) + "\n")
+                self._last_line_at, self._last_counts = now, c
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Leave the last block on screen (it is the final state)."""
+        self._drawn = 0

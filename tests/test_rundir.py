@@ -1,0 +1,84 @@
+"""A run directory's records: a corrupt or partial one is an error (status ``corrupt``, with
+the file and the fix), never a result; a torn last line of metrics.jsonl is ignored."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from repro import rundir
+from repro.grid import expand, load_table
+from repro.launch import slurm, status, submit
+from repro.results import collect
+
+GOOD = {"final.json": json.dumps({"top1": 50.0, "steps": 6}), "job.json": json.dumps({"job_id": "1", "executor": "local"}),
+        "config.yaml": "table: t01\nconfig: {train: {seed: 0}}\n"}
+CUT = {"final.json": '{"top1": ', "job.json": '{"job_id": "12', "config.yaml": "table: t01\nconfig: {train: {seed"}
+
+
+def _done_run(tmp_path):
+    run = expand(load_table("t01"), "smoke")[0]
+    d = run.run_dir(tmp_path)
+    d.mkdir(parents=True)
+    for name, text in GOOD.items():
+        (d / name).write_text(text)
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 6, "total_steps": 6, "loss": 1.5}) + "\n")
+    return run, d
+
+
+@pytest.mark.parametrize("name", list(CUT))
+def test_a_cut_record_is_corrupt_with_the_file_and_the_fix(tmp_path, name):
+    run, d = _done_run(tmp_path)
+    assert rundir.run_status(d) == "done"
+    (d / name).write_text(CUT[name])
+    assert rundir.run_status(d) == "corrupt"
+    for states in (rundir.run_states, slurm.run_states):
+        (state,) = states([d])
+        assert state.status == "corrupt"
+        assert str(d / name) in state.error and "is unreadable" in state.error
+        assert state.error.endswith("rerun with --rerun-failed, which keeps the checkpoints")
+    # The table shows it as corrupt, with no numbers, and says why under the table.
+    paths = collect.render("t01", "smoke", tmp_path, out_dir=tmp_path / "out")
+    runs = pd.read_csv(paths["runs"]).set_index("run_id")
+    assert runs.loc[run.run_id, "status"] == "corrupt" and pd.isna(runs.loc[run.run_id, "top1"])
+    assert pd.read_csv(paths["csv"]).set_index("row").loc[run.row, "status"] == "corrupt"
+    assert f"`{run.run_id}` corrupt: {d / name} is unreadable" in paths["md"].read_text()
+    (line,) = [s for s in status.status_lines("t01", "smoke", tmp_path) if s.startswith(run.run_id)]
+    assert " corrupt " in line and "--rerun-failed" in line
+
+
+def test_a_record_that_is_not_a_mapping_is_corrupt(tmp_path):
+    _, d = _done_run(tmp_path)
+    (d / "final.json").write_text("[1, 2]")
+    assert rundir.run_status(d) == "corrupt" and "not a mapping" in rundir.corrupt_error(d)
+
+
+def test_the_launcher_skips_a_corrupt_run_and_sets_it_aside_to_rerun(tmp_path):
+    run, d = _done_run(tmp_path)
+    (d / "final.json").write_text(CUT["final.json"])
+    others = [r for r in expand(load_table("t01"), "smoke") if r.run_id != run.run_id]
+    for r in others:  # the rest of the grid finished
+        r.run_dir(tmp_path).mkdir(parents=True)
+        (r.run_dir(tmp_path) / "final.json").write_text(GOOD["final.json"])
+    messages = []
+    report = submit.launch("t01", "smoke", "debug", tmp_path, log=messages.append)
+    assert report.submitted == [] and [r.run_id for r in report.skipped_failed] == [run.run_id]
+    assert any("CORRUPT" in m and "final.json is unreadable" in m and "--rerun-failed" in m for m in messages)
+    # With --rerun-failed the cut file is set aside (kept, never read) before the run goes again.
+    moved = rundir.set_corrupt_aside(d)
+    assert moved == [d / "final.json.corrupt"] and moved[0].read_text() == CUT["final.json"]
+    assert rundir.run_status(d) == "running"  # its metrics and checkpoints are kept
+
+
+def test_a_torn_last_line_of_metrics_is_ignored(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n" + json.dumps({"step": 2, "loss": 1.5}) + "\n"
+                    + '{"step": 3, "lo')
+    assert rundir.last_metrics(path) == {"step": 2, "loss": 1.5}
+    run, d = _done_run(tmp_path / "runs")
+    (d / "final.json").unlink()
+    (d / "metrics.jsonl").write_text(path.read_text())
+    (line,) = [s for s in status.status_lines("t01", "smoke", tmp_path / "runs") if s.startswith(run.run_id)]
+    assert line.split()[1] == "running" and line.split()[4:6] == ["2/?", "1.5000"]
