@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The README's test command as a newcomer's machine sees it: a fresh virtual environment made
 # by `make` from the project's own files (so no Detectron2, which is not on PyPI), CI unset,
-# and no SLURM or Chromium reachable. It must pass there; what it skips, it names.
+# and no SLURM, Chromium or tmux reachable. It must pass there; what it skips, it names.
 #
 # On CI this pass runs before anything is installed, so nothing needs hiding. Run again on a
-# machine that has SLURM or Chromium (a developer's, or CI's after the second pass), the
+# machine that has them (a developer's, or CI's after the second pass), the
 # programs are hidden in a private mount namespace: an empty, non-executable file is bound
 # over each one, so `shutil.which` finds nothing, as on a machine without them. Hiding needs
 # root (unshare --mount). The daemons may keep running: nothing here can reach them.
