@@ -38,7 +38,8 @@ set +e
 "${run[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-summary=$(grep -E "^=+ .*(passed|failed|error).* =+$" "$log" | tail -n 1 | sed -E 's/^=+ (.*) =+$/\1/')
+# pytest -q ends with one line such as "477 passed, 28 skipped, 3 warnings in 513.32s".
+summary=$(grep -E "^(=+ )?[0-9]+ (passed|failed|error)" "$log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//' || true)
 skipped=$(grep -oE "[0-9]+ skipped" <<<"$summary" | grep -oE "[0-9]+" || echo 0)
 echo "newcomer: make test exit $status: ${summary:-no pytest summary}; $skipped skipped, because:"
 grep -E "^SKIPPED " "$log" | sed 's/^/  /' || echo "  (nothing skipped)"
