@@ -67,8 +67,7 @@ def _fake_detectron2(root: Path):
 
 
 def test_a_source_checkout_tells_its_commit_an_enclosing_repository_does_not(tmp_path):
-    if subprocess.run(["git", "--version"], capture_output=True).returncode != 0:
-        pytest.skip("needs git")
+    needs.programs("git", hint="a git checkout of the project has it")
     outer = tmp_path / "project"
     outer.mkdir()
     _git(outer, "init", "-q")
