@@ -13,8 +13,6 @@ import subprocess
 import types
 from pathlib import Path
 
-import pytest
-
 import needs
 from repro.transfer.detectron2 import INSTALL_HINT, installed_commit
 
