@@ -85,56 +85,81 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args) -> int:
-    from .launch import slurm, status
-    from .results import collect as results
+    return _COMMANDS[args.command](args)
+
+
+def _cmd_preflight(args) -> int:
+    from .launch.preflight import preflight
+
+    preflight(args.table, args.profile, data_root=args.data_root)
+    return 0
+
+
+def _cmd_list(args) -> int:
     from .grid import TABLES_DIR, load_table
 
-    if args.command == "preflight":
-        from .launch.preflight import preflight
+    for path in sorted(TABLES_DIR.glob("t*.yaml")):
+        table = load_table(path)
+        print(f"{table.name:<5} {table.title}  [profiles: {', '.join(table.profiles)}]")
+    return 0
 
-        preflight(args.table, args.profile, data_root=args.data_root)
-        return 0
-    if args.command == "list":
-        for path in sorted(TABLES_DIR.glob("t*.yaml")):
-            table = load_table(path)
-            print(f"{table.name:<5} {table.title}  [profiles: {', '.join(table.profiles)}]")
-        return 0
-    if args.command == "status":
-        print(status.STATUS_HEADER)
-        print("\n".join(status.status_lines(args.table, args.profile, args.runs)))
-        print(status.status_summary(args.table, args.profile, args.runs))
-        return 0
-    if args.command == "report":
-        from .results.report import build
 
-        profiles = args.profiles
-        paths = build(args.runs or ["runs"], args.out, profiles, exclude=() if profiles else ("smoke",),
-                      states=slurm.run_states)
-        print(f"written: {paths['md']}, {paths['html']}")
-        return 0
-    if args.command == "render":
-        paths = results.render(args.table, args.profile, args.runs, states=slurm.run_states,
-                               **({"out_dir": args.out} if args.out else {}))
-        print(Path(paths["md"]).read_text())
-        return 0
-    if args.command == "curves":
-        from .results.collect import output_stem
-        from .results.curves import draw_curves
+def _cmd_status(args) -> int:
+    from .launch import status
 
-        table = load_table(args.table)
-        path = draw_curves(table, args.profile, args.runs,
-                           Path(args.out) / f"curves_{output_stem(table)}_{args.profile}.png")
-        if path is None:
-            print(f"error: no run of {table.name} at profile {args.profile} under {args.runs} has logged a step yet",
-                  file=sys.stderr)
-            return 1
-        print(f"written: {path}")
-        return 0
-    if args.command == "sbatch":
-        return _print_sbatch(args.table, args.profile, args.cluster, args.runs)
+    print(status.STATUS_HEADER)
+    print("\n".join(status.status_lines(args.table, args.profile, args.runs)))
+    print(status.status_summary(args.table, args.profile, args.runs))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .launch import slurm
+    from .results.report import build
+
+    profiles = args.profiles
+    paths = build(args.runs or ["runs"], args.out, profiles, exclude=() if profiles else ("smoke",),
+                  states=slurm.run_states)
+    print(f"written: {paths['md']}, {paths['html']}")
+    return 0
+
+
+def _cmd_render(args) -> int:
+    from .launch import slurm
+    from .results import collect as results
+
+    paths = results.render(args.table, args.profile, args.runs, states=slurm.run_states,
+                           **({"out_dir": args.out} if args.out else {}))
+    print(Path(paths["md"]).read_text())
+    return 0
+
+
+def _cmd_curves(args) -> int:
+    from .grid import load_table
+    from .results.collect import output_stem
+    from .results.curves import draw_curves
+
+    table = load_table(args.table)
+    path = draw_curves(table, args.profile, args.runs,
+                       Path(args.out) / f"curves_{output_stem(table)}_{args.profile}.png")
+    if path is None:
+        print(f"error: no run of {table.name} at profile {args.profile} under {args.runs} has logged a step yet",
+              file=sys.stderr)
+        return 1
+    print(f"written: {path}")
+    return 0
+
+
+def _cmd_sbatch(args) -> int:
+    return _print_sbatch(args.table, args.profile, args.cluster, args.runs)
+
+
+def _cmd_run(args) -> int:
+    """``run``: submit the table's unfinished runs, wait for them (locally), render the table."""
+    from .launch import slurm
     from .launch.cluster import load_cluster
-    from .launch.progress import ENDED
-    from .launch.submit import launch, wait
+    from .launch.submit import launch
+    from .results import collect as results
 
     confirm = None
     if args.profile == "paper":
@@ -146,18 +171,8 @@ def _dispatch(args) -> int:
         return 1
     on_slurm = load_cluster(args.cluster).executor == "slurm"
     waiting = args.wait if args.wait is not None else not on_slurm
-    runs_root = Path(args.runs).resolve()
-    failures = []
-    if waiting and (report.jobs or report.skipped_active):
-        from .launch.progress import LiveView
-
-        found = f", {len(report.skipped_active)} found queued or running" if report.skipped_active else ""
-        print(f"waiting for {len(report.jobs) + len(report.skipped_active)} runs ({len(report.jobs)} submitted{found}; "
-              f"logs: {Path(args.runs) / '.submitit'}/<job>/; python -m repro status {args.table} "
-              f"--profile {args.profile} --runs {args.runs})", flush=True)
-        name = f"{report.runs[0].table if report.runs else args.table}/{args.profile}"
-        failures = wait(report, runs_root, view=LiveView(name, sys.stdout, interval_s=args.progress_every))
-    elif report.jobs:
+    failures = _follow(args, report) if waiting else []
+    if not waiting and report.jobs:
         print(f"submitted {len(report.jobs)} runs; follow them with: python -m repro status {args.table} "
               f"--profile {args.profile} --runs {args.runs}")
     paths, kept = results.render_unless_less_complete(
@@ -170,16 +185,43 @@ def _dispatch(args) -> int:
             print(f"error: {len(failures) + len(report.skipped_failed)} runs failed (see status)", file=sys.stderr)
             return 1
         return 0
+    return _check_complete(report, Path(args.runs).resolve())
+
+
+def _follow(args, report) -> list:
+    """Wait for the submitted (and already queued) runs with a live view; returns the failures."""
+    from .launch.progress import LiveView
+    from .launch.submit import wait
+
+    if not (report.jobs or report.skipped_active):
+        return []
+    found = f", {len(report.skipped_active)} found queued or running" if report.skipped_active else ""
+    print(f"waiting for {len(report.jobs) + len(report.skipped_active)} runs ({len(report.jobs)} submitted{found}; "
+          f"logs: {Path(args.runs) / '.submitit'}/<job>/; python -m repro status {args.table} "
+          f"--profile {args.profile} --runs {args.runs})", flush=True)
+    name = f"{report.runs[0].table if report.runs else args.table}/{args.profile}"
+    return wait(report, Path(args.runs).resolve(), view=LiveView(name, sys.stdout, interval_s=args.progress_every))
+
+
+def _check_complete(report, runs_root: Path) -> int:
+    """0 when every run of the table is done; else 1, listing the others with their state."""
+    from .launch import slurm
+    from .launch.progress import ENDED
+
     missing = [(r, s) for r, s in zip(report.runs, slurm.run_states([r.run_dir(runs_root) for r in report.runs]))
                if s.status != "done"]
-    if missing:
-        failed = sum(s.status in ENDED for _, s in missing)
-        print(f"error: the table is incomplete: {len(missing)}/{len(report.runs)} runs not done "
-              f"({failed} runs failed; see status):", file=sys.stderr)
-        for r, s in missing:
-            print(f"  {r.run_id}: {s.status}{': ' + s.error if s.error else ''}", file=sys.stderr)
-        return 1
-    return 0
+    if not missing:
+        return 0
+    failed = sum(s.status in ENDED for _, s in missing)
+    print(f"error: the table is incomplete: {len(missing)}/{len(report.runs)} runs not done "
+          f"({failed} runs failed; see status):", file=sys.stderr)
+    for r, s in missing:
+        print(f"  {r.run_id}: {s.status}{': ' + s.error if s.error else ''}", file=sys.stderr)
+    return 1
+
+
+_COMMANDS = {"preflight": _cmd_preflight, "list": _cmd_list, "status": _cmd_status, "report": _cmd_report,
+             "render": _cmd_render, "curves": _cmd_curves, "sbatch": _cmd_sbatch, "run": _cmd_run}
 
 
 def _print_sbatch(table_name: str, profile: str, cluster_name: str, runs_root: str) -> int:

@@ -105,26 +105,34 @@ class MethodConfig:
     temperature: float = 0.2  # moco: InfoNCE temperature (MoCo v2)
 
 
+def _pretrain_only(default, semantic: bool | str = True):
+    """A field of ``train`` that only pre-training reads: fine-tuning and detection refuse it, and
+    it enters no id of theirs."""
+    return field(default=default, metadata={"semantic": semantic, "ignored_by": ("finetune", "detection")})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = 400.0
-    bn_batch_size: int = 32  # samples per process = the batch a (non-synced) BN sees
-    # Pre-training: processes (GPUs), global batch = bn_batch_size * world_size. Detection: the GPUs
-    # Detectron2's launcher spawns inside one task. Fine-tuning runs one process and refuses the key
-    # (its ids hash the default, 1, as they always have).
-    world_size: int = field(default=1, metadata={"ignored_by": ("finetune",)})
-    max_steps: int | None = None  # stop early (smoke profiles); the schedules still span all epochs
+    epochs: float = _pretrain_only(400.0)  # fine-tuning: finetune.epochs; detection: the schedule
+    # Pre-training: samples per process = the batch a (non-synced) BN sees. Fine-tuning: the
+    # micro-batch (what one forward pass and its BN see).
+    bn_batch_size: int = field(default=32, metadata={"ignored_by": ("detection",)})
+    # Pre-training processes (GPUs): global batch = bn_batch_size * world_size. Fine-tuning runs one
+    # process; detection's GPUs are detection.gpus.
+    world_size: int = _pretrain_only(1)
+    max_steps: int | None = _pretrain_only(None)  # stop early (smoke profiles); the schedules still span all epochs
     seed: int = 0
     threads: int | None = _plain(None)  # torch threads per process; None: SLURM_CPUS_PER_TASK or 1
-    checkpoint_every: int = _plain(500)  # steps
-    log_every: int = _plain(10)  # steps
-    timing_warmup: int = _plain(10)  # steps left out of the seconds-per-iteration figure
+    # steps (pre-training, detection); fine-tuning checkpoints every epoch
+    checkpoint_every: int = field(default=500, metadata={"semantic": False, "ignored_by": ("finetune",)})
+    log_every: int = _pretrain_only(10, semantic=False)  # steps
+    timing_warmup: int = _pretrain_only(10, semantic=False)  # steps left out of the seconds-per-iteration figure
     # Autocast of the forward passes: "bf16" or "fp16" (fp16 with a gradient scaler); Momentum
     # BN keeps float32 statistics either way. It changes the numerics, so it enters the run id
     # when not fp32.
-    precision: Literal["fp32", "bf16", "fp16"] = _added("fp32")
-    channels_last: bool = _plain(False)  # NHWC model and inputs (a speed option)
-    compile: bool = _plain(False)  # torch.compile the student's forward (a speed option)
+    precision: Literal["fp32", "bf16", "fp16"] = _pretrain_only("fp32", semantic="unless_default")
+    channels_last: bool = _pretrain_only(False, semantic=False)  # NHWC model and inputs (a speed option)
+    compile: bool = _pretrain_only(False, semantic=False)  # torch.compile the student's forward (a speed option)
 
     @property
     def global_batch_size(self) -> int:
@@ -195,6 +203,7 @@ class DetectionConfig:
     base_lr: float | None = None  # None: the detector's (0.02 R-CNNs, 0.01 RetinaNet / FCOS)
     max_iter: int | None = None  # None: the schedule's; set by small profiles
     eval_period: int = 0  # 0: evaluate once at the end
+    gpus: int = 1  # processes Detectron2's launcher spawns inside the run's one task
 
 
 TASKS = ("pretrain", "finetune", "detection")
@@ -409,9 +418,15 @@ def task_view(nested: dict, task: str) -> dict:
 
 
 def run_semantics(cfg: RunConfig) -> dict:
-    """The semantic fields of the sections ``cfg.task`` reads (what a run id covers)."""
+    """The semantic fields ``cfg.task`` reads (what a run id covers): its sections, less the
+    fields a section marks as ignored by the task."""
     full = semantic_dict(cfg)
-    return {k: v for k, v in full.items() if k in TASK_SECTIONS[cfg.task]}
+    out = {k: v for k, v in full.items() if k in TASK_SECTIONS[cfg.task]}
+    for f in _SECTIONS:
+        read = _read_keys(f, cfg.task) if f.name in out else None
+        if read is not None:
+            out[f.name] = {k: v for k, v in out[f.name].items() if k in read}
+    return out
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -166,6 +166,37 @@ def test_fine_tuning_runs_one_process_and_refuses_a_world_size():
         with_overrides(runs[0], {"train": {"world_size": 2}})
 
 
+@pytest.mark.parametrize("table, key", [
+    ("t12", "train.epochs"), ("t12", "train.max_steps"), ("t12", "train.precision"),
+    ("t09", "train.world_size"), ("t09", "train.bn_batch_size"), ("t09", "train.epochs"),
+    ("t09", "train.timing_warmup"),
+])
+def test_a_transfer_run_refuses_what_only_pretraining_reads(table, key):
+    from repro.grid import with_overrides
+    from repro.config import undot
+
+    run = expand(load_table(table), "smoke")[0]
+    value = {"train.precision": "bf16"}.get(key, 3)
+    with pytest.raises(ConfigError, match=f"{key}: task '{run.config.task}' does not read this key"):
+        with_overrides(run, undot({key: value}))
+
+
+def test_a_transfer_run_id_covers_only_the_fields_its_task_reads():
+    # Inherited pre-training settings (the cpu base profiles' epochs, max_steps, ...) leave a
+    # fine-tuning or detection id alone; the fields the task reads change it.
+    from repro.config import RunConfig, config_hash, from_dict
+
+    for task, ignored, read in (
+        ("finetune", {"epochs": 7.0, "max_steps": 3, "world_size": 4, "precision": "bf16"}, {"bn_batch_size": 8}),
+        ("detection", {"epochs": 7.0, "max_steps": 3, "bn_batch_size": 8, "world_size": 4}, {"seed": 1}),
+    ):
+        base = from_dict(RunConfig, {"task": task})
+        assert config_hash(from_dict(RunConfig, {"task": task, "train": ignored})) == config_hash(base)
+        assert config_hash(from_dict(RunConfig, {"task": task, "train": read})) != config_hash(base)
+    det = from_dict(RunConfig, {"task": "detection"})
+    assert config_hash(from_dict(RunConfig, {"task": "detection", "detection": {"gpus": 8}})) != config_hash(det)
+
+
 def test_a_row_limited_to_some_profiles_runs_only_there(tmp_path):
     p = _table(tmp_path, """
 name: t99

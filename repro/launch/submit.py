@@ -22,7 +22,7 @@ from ..rundir import (corrupt_error, first_error_line, prepare_run_dir, read_jso
 from .cluster import load_cluster, make_executor
 from .job import RunJob
 from .progress import ENDED, LiveView, read_progress
-from .slurm import SLURM_ACTIVE, run_states, slurm_state, slurm_states
+from .slurm import SLURM_ACTIVE, slurm_state, slurm_states
 from .snapshot import snapshot_code
 from .tasks import tasks_per_job
 
@@ -63,22 +63,7 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
     runs = plan(table_name, profile, data_root=data_root)
     for cfg in {(r.config.data.dataset, r.config.data.root) for r in runs}:
         check_available(*cfg)
-    report = LaunchReport(runs)
-    for run in runs:
-        run_dir = run.run_dir(runs_root)
-        status = run_status(run_dir)
-        if status == "done":
-            report.skipped_done.append(run)
-        elif status == "failed" and not rerun_failed:
-            report.skipped_failed.append(run)
-            log(f"  {run.run_id}: FAILED earlier ({first_error_line(run_dir)}); rerun with --rerun-failed")
-        elif status == "corrupt" and not rerun_failed:
-            report.skipped_failed.append(run)
-            log(f"  {run.run_id}: CORRUPT: {corrupt_error(run_dir)}")
-        elif status in ("running", "pending") and _job_alive(run_dir):
-            report.skipped_active.append(run)
-        else:
-            report.submitted.append(run)
+    report = _sort_runs(runs, runs_root, rerun_failed, log)
     log(f"{runs[0].table if runs else table_name}/{profile}: {len(runs)} runs, {len(report.skipped_done)} done, "
         f"{len(report.skipped_active)} queued or running, {len(report.skipped_failed)} failed, "
         f"{len(report.submitted)} to submit on cluster {cluster_name!r}")
@@ -95,21 +80,7 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
         report.code_dir = snapshot_code(runs_root)
     for world_size in sorted({tasks_per_job(r.config) for r in report.submitted}):
         group = [r for r in report.submitted if tasks_per_job(r.config) == world_size]
-        folder = runs_root / ".submitit" / "%j"
-        executor = make_executor(cluster, folder, world_size, code_dir=report.code_dir,
-                                 job_name=f"{runs[0].table}-{profile}")
-        slots = None
-        if cluster.executor == "local":
-            threads = max(r.config.train.threads or 1 for r in group)
-            slots = cluster.max_parallel_runs or max(1, (os.cpu_count() or 1) // (world_size * threads))
-        job_fn = RunJob(str(runs_root), slots)
-        if cluster.executor == "debug":
-            jobs = [executor.submit(job_fn, r) for r in group]
-        elif cluster.executor == "local":
-            with _controllers_write_to(runs_root / ".submitit" / "controllers.log"):
-                jobs = executor.map_array(job_fn, group)  # one array
-        else:
-            jobs = executor.map_array(job_fn, group)  # one array
+        jobs = _submit_group(group, world_size, cluster, runs_root, report.code_dir, f"{runs[0].table}-{profile}")
         for run, job in zip(group, jobs):
             write_json(run.run_dir(runs_root) / "job.json", {
                 "job_id": str(job.job_id), "cluster": cluster_name, "executor": cluster.executor,
@@ -118,6 +89,44 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
             })
         report.jobs.extend(zip(group, jobs))
     return report
+
+
+def _sort_runs(runs: list[Run], runs_root: Path, rerun_failed: bool, log) -> LaunchReport:
+    """Which runs are done, failed (kept unless ``rerun_failed``), queued or running, or to submit."""
+    report = LaunchReport(runs)
+    for run in runs:
+        run_dir = run.run_dir(runs_root)
+        status = run_status(run_dir)
+        if status == "done":
+            report.skipped_done.append(run)
+        elif status == "failed" and not rerun_failed:
+            report.skipped_failed.append(run)
+            log(f"  {run.run_id}: FAILED earlier ({first_error_line(run_dir)}); rerun with --rerun-failed")
+        elif status == "corrupt" and not rerun_failed:
+            report.skipped_failed.append(run)
+            log(f"  {run.run_id}: CORRUPT: {corrupt_error(run_dir)}")
+        elif status in ("running", "pending") and _job_alive(run_dir):
+            report.skipped_active.append(run)
+        else:
+            report.submitted.append(run)
+    return report
+
+
+def _submit_group(group: list[Run], world_size: int, cluster, runs_root: Path, code_dir, job_name: str) -> list:
+    """Submit runs of one world size: one job array (one job per run on the debug executor)."""
+    executor = make_executor(cluster, runs_root / ".submitit" / "%j", world_size, code_dir=code_dir,
+                             job_name=job_name)
+    slots = None
+    if cluster.executor == "local":
+        threads = max(r.config.train.threads or 1 for r in group)
+        slots = cluster.max_parallel_runs or max(1, (os.cpu_count() or 1) // (world_size * threads))
+    job_fn = RunJob(str(runs_root), slots)
+    if cluster.executor == "debug":
+        return [executor.submit(job_fn, r) for r in group]
+    if cluster.executor == "local":
+        with _controllers_write_to(runs_root / ".submitit" / "controllers.log"):
+            return executor.map_array(job_fn, group)  # one array
+    return executor.map_array(job_fn, group)  # one array
 
 
 @contextlib.contextmanager

@@ -104,10 +104,9 @@ def pretrain(
 ) -> tuple[dict, torch.nn.Module]:
     """Pre-train per ``cfg`` in ``run_dir`` (resuming from its last checkpoint).
 
-    Returns the training summary (steps, seconds per iteration, final loss) and the model
-    on every rank;
-    rank 0 also writes ``checkpoints/`` and ``metrics.jsonl``. ``stop_at_step`` ends the
-    loop early after checkpointing, as a preemption would (used by the resume tests).
+    Returns the training summary (steps, seconds per iteration, final loss) and the model on
+    every rank; rank 0 also writes ``checkpoints/`` and ``metrics.jsonl``. ``stop_at_step`` ends
+    the loop early after checkpointing, as a preemption would (used by the resume tests).
     """
     run_dir = Path(run_dir)
     t_start = time.time()
@@ -120,16 +119,8 @@ def pretrain(
     # max_steps 0 is the random-init control: the model as built, never stepped, probed like any run
     last_step = schedule.total_steps if cfg.train.max_steps is None else min(schedule.total_steps, cfg.train.max_steps)
 
-    # ---- model (same seed on every rank: identical initial weights)
-    torch.manual_seed(cfg.train.seed)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model_from_config(cfg).to(device, memory_format=memory_format)
-    optimizer = build_optimizer(model, cfg)
-    step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=world)
-    if cfg.train.compile:
-        model.student.compile()  # in place: parameter names (EMA pairing, checkpoints) unchanged
-    wrapped = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_initialized() else model
-    model.train()
+    model, optimizer, wrapped, step = _model_and_optimizer(cfg, run_dir, device, memory_format, rank)
     autocast_dtype = AUTOCAST_DTYPES[cfg.train.precision]
     # fp16 needs loss scaling; bf16 has float32's range and does not.
     scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
@@ -158,13 +149,9 @@ def pretrain(
         stopping = stop_at_step is not None and step >= stop_at_step
         logging = step % cfg.train.log_every == 0 or step == last_step
         saving = step % cfg.train.checkpoint_every == 0 or step == last_step or stopping
-        if logging or saving:
-            try:  # before anything is logged or saved: the latest checkpoint is still a good one
-                loss_value = watch.read()
-            except TrainingDiverged as e:
-                raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
-                                       f"is kept in {run_dir / 'checkpoints'}") from None
-            marks.append((step, time.perf_counter()))  # read() synchronised with the device
+        if logging or saving:  # before anything is logged or saved: the latest checkpoint is still a good one
+            loss_value = _checked_loss(watch, run_dir)
+            marks.append((step, time.perf_counter()))  # the read synchronised with the device
         if logging:
             metrics.write({"step": step, "epoch": epoch, "loss": loss_value, "lr": lr, "tau": tau, "alpha": alpha,
                            "sec_per_iter": _sec_per_iter(marks, cfg.train.timing_warmup), "time": time.time(),
@@ -184,6 +171,29 @@ def pretrain(
         bar.close()
     metrics.close()
     return _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, marks, t_start), model
+
+
+def _model_and_optimizer(cfg: RunConfig, run_dir: Path, device, memory_format, rank: int):
+    """The model (same seed on every rank: identical initial weights), its optimizer, both resumed
+    from the run's last checkpoint, and the forward to call (DDP-wrapped when distributed)."""
+    torch.manual_seed(cfg.train.seed)
+    model = model_from_config(cfg).to(device, memory_format=memory_format)
+    optimizer = build_optimizer(model, cfg)
+    step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=cfg.train.world_size)
+    if cfg.train.compile:
+        model.student.compile()  # in place: parameter names (EMA pairing, checkpoints) unchanged
+    wrapped = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_initialized() else model
+    model.train()
+    return model, optimizer, wrapped, step
+
+
+def _checked_loss(watch: LossWatch, run_dir: Path) -> float:
+    """The last loss, read once from the device; a divergence names the checkpoint that is kept."""
+    try:
+        return watch.read()
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
+                               f"is kept in {run_dir / 'checkpoints'}") from None
 
 
 def _progress_bar(run_dir: Path, last_step: int, step: int):

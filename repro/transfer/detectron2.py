@@ -465,7 +465,7 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
                   num_gpus: int | None = None) -> dict:
     """Fine-tune and evaluate a detector from `weights_pkl` (a `save_detectron2` file).
 
-    Spawns `num_gpus` processes (default `cfg.train.world_size`) with `detectron2.engine.launch`
+    Spawns `num_gpus` processes (default `cfg.detection.gpus`) with `detectron2.engine.launch`
     in THIS process: call it from a job that is one task holding that many GPUs (one process on
     CPU). Detectron2 writes into run_dir/detectron2/ (checkpoints, metrics.json, log.txt); a
     requeued job resumes from its last checkpoint. Returns the parsed metrics (box_ap, box_ap50,
@@ -477,7 +477,7 @@ def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str |
 
     if cfg.task != "detection":
         raise ConfigError(f"task: run_detection runs detection tasks, got {cfg.task!r}")
-    num_gpus = cfg.train.world_size if num_gpus is None else num_gpus
+    num_gpus = cfg.detection.gpus if num_gpus is None else num_gpus
     run_dir = Path(run_dir)
     output_dir = run_dir / "detectron2"
     output_dir.mkdir(parents=True, exist_ok=True)

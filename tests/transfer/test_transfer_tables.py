@@ -113,7 +113,7 @@ def test_detection_paper_profiles_are_the_papers():
         for r in runs:
             c = r.config
             assert (c.model.arch, c.model.width, c.model.small_stem) == ("resnet50", 64, False)
-            assert (c.train.world_size, c.detection.ims_per_batch) == (8, 16)  # 8 GPUs x 2 images
+            assert (c.detection.gpus, c.detection.ims_per_batch) == (8, 16)  # 8 GPUs x 2 images
             assert c.detection.max_iter is None and c.detection.base_lr is None
             assert c.detection.dataset == ("lvis_v0.5" if table == "t11" else "coco")
             assert c.pretrained.which == "teacher"
