@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("table", help="table id (t01) or a table file")
     pre.add_argument("--profile", default="paper", help="scale (default: paper)")
     pre.add_argument("--data-root", default=None, help="dataset folder to check (STL10 / ImageNet profiles)")
+    pre.add_argument("--no-loop", action="store_true",
+                     help="only build, price and step each row once (skip the 2-process loop and the probe pass)")
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -91,7 +93,7 @@ def _dispatch(args) -> int:
 def _cmd_preflight(args) -> int:
     from .launch.preflight import preflight
 
-    preflight(args.table, args.profile, data_root=args.data_root)
+    preflight(args.table, args.profile, data_root=args.data_root, loop=not args.no_loop)
     return 0
 
 

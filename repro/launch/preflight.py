@@ -7,15 +7,27 @@ optimizer step of the loop's own step function (``train.step.train_step``, LARS 
 configured) at the row's image size on 2 images per view, which fails on a shape the model
 cannot take. With ``--data-root`` the row's dataset files are checked too.
 
-Not built yet (issue 16, section 2): the multi-process steps through ``pretrain`` on gloo,
-generated on-disk data, the probe pass, transfer rows.
+Then the row runs through the real loop (``train.pretrain.pretrain``) in 2 processes joined
+on gloo, so Synced BN, shuffling BN and Momentum BN really communicate: a few optimizer steps
+at the row's per-process batch, on the user's files (``--data-root``) or, without them, on a
+small dataset generated in the real on-disk format (``repro.data.ondisk``: STL10 ``.bin``
+files, an ImageNet folder of JPEGs), then a probe pass (features, one linear-probe epoch and
+the kNN probe) on a few batches of the probe splits. Each process reports its peak memory
+(RSS) and its seconds per step.
+
+Not built yet: transfer and fine-tuning rows are listed, not checked.
 
 Any failure is one line naming the table, profile and row (:class:`PreflightError`).
 """
 
 from __future__ import annotations
 
+import os
+import resource
+import socket
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -71,27 +83,149 @@ def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) 
     }
 
 
-def preflight(table_name: str, profile: str, *, data_root: str | None = None, out=print) -> list[dict]:
-    """Check every pre-training row of ``table_name`` at ``profile``; print one line per row."""
+LOOP_PROCESSES = 2
+LOOP_STEPS = 3
+LOOP_MAX_BATCH = 64  # per process: the loop check caps larger BN batches (Table 4's 256, 512)
+PROBE_IMAGES = (64, 32)  # probe-train and probe-test images of the probe pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loop_run(run: Run, root: str, *, steps: int = LOOP_STEPS) -> Run:
+    """The row as the loop check runs it: 2 processes, ``steps`` steps, a log line every step."""
+    cfg = run.config
+    return with_overrides(run, {
+        "data": {"root": root, "workers": min(cfg.data.workers, 1)},
+        "train": {"world_size": LOOP_PROCESSES, "max_steps": steps, "bn_batch_size": min(cfg.train.bn_batch_size, LOOP_MAX_BATCH),
+                  "log_every": 1, "timing_warmup": 1, "checkpoint_every": 10**9, "threads": 1},
+        "probe": {"linear_epochs": 1, "eval_every": 1},
+    })
+
+
+def _probe_pass(model, cfg, device) -> dict:
+    """The probes' own code (features, one linear-probe epoch, kNN) on a few probe images."""
+    from torch.utils.data import Subset
+
+    from ..data.datasets import build_dataset, num_classes, split_for
+    from ..train.loop import eval_transform_for
+    from ..train.probe import features, knn_top1, linear_probe
+
+    name, root, size = cfg.data.dataset, cfg.data.root, cfg.data.image_size
+    sets = [build_dataset(name, root, split_for(name, role), size) for role in ("probe_train", "probe_test")]
+    train_set, test_set = (Subset(d, range(min(n, len(d)))) for d, n in zip(sets, PROBE_IMAGES))
+    encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(name)
+    plain = eval_transform_for(cfg)
+    train = features(encoder, train_set, plain, device, workers=cfg.data.workers)
+    test = features(encoder, test_set, plain, device, workers=cfg.data.workers)
+    result = linear_probe(encoder, train_set, train, test, cfg, device, classes=classes)
+    result["knn_top1"] = knn_top1(*train, *test, k=cfg.probe.knn_k, temperature=cfg.probe.knn_temperature,
+                                  classes=classes)
+    return {"probe_images": len(train_set) + len(test_set), "probe_top1": result["top1"]}
+
+
+def _rank_main(rank: int, run: Run, run_dir: str, port: int, out_dir: str) -> None:
+    """One process of the loop check (started by torch.multiprocessing with the spawn method)."""
+    import torch.distributed as dist
+
+    from ..rundir import write_json
+    from ..train.pretrain import pretrain
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(run.config.train.world_size))
+    summary, model = pretrain(run.config, run_dir, progress=False)
+    record = {"sec_per_iter": summary["sec_per_iter"], "steps": summary["steps"], "final_loss": summary["final_loss"]}
+    if rank == 0:
+        record.update(_probe_pass(model, run.config, next(model.parameters()).device))
+    record["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    write_json(Path(out_dir) / f"rank{rank}.json", record)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _write_data(dataset: str, root: Path, images: int) -> str:
+    """A generated dataset in the real on-disk format, with ``images`` pre-training images."""
+    from ..data.ondisk import write_imagenet, write_stl10
+
+    if dataset == "stl10":
+        write_stl10(root, train=images // 2, unlabeled=images - images // 2, test=PROBE_IMAGES[1])
+    elif dataset == "imagenet":
+        write_imagenet(root, classes=2, train_per_class=images // 2, val_per_class=PROBE_IMAGES[1] // 2)
+    else:  # built-in data (digits, synthetic) needs no files
+        return str(root)
+    return str(root)
+
+
+def check_loop(run: Run, *, data_root: str | None = None, steps: int = LOOP_STEPS) -> dict:
+    """The row through the real loop in 2 gloo processes, then the probe pass; raises PreflightError."""
+    import torch.multiprocessing as mp
+
+    from ..rundir import read_json
+
+    where = f"{run.table} --profile {run.profile}, row {run.row}"
+    with tempfile.TemporaryDirectory(prefix="repro-preflight-") as tmp:
+        tmp = Path(tmp)
+        batch = min(run.config.train.bn_batch_size, LOOP_MAX_BATCH)
+        root = data_root or _write_data(run.config.data.dataset, tmp / "data", 2 * LOOP_PROCESSES * batch)
+        looped = loop_run(run, root, steps=steps)
+        (tmp / "run").mkdir()
+        try:
+            mp.start_processes(_rank_main, args=(looped, str(tmp / "run"), _free_port(), str(tmp)),
+                               nprocs=LOOP_PROCESSES, start_method="spawn")
+        except mp.ProcessRaisedException as e:
+            last = [line for line in str(e).strip().splitlines() if line.strip()][-1]
+            raise PreflightError(f"preflight {where}: the 2-process loop failed: {' '.join(last.split())}") from None
+        except mp.ProcessExitedException as e:
+            raise PreflightError(f"preflight {where}: a process of the 2-process loop died ({e})") from None
+        ranks = [read_json(tmp / f"rank{r}.json") for r in range(LOOP_PROCESSES)]
+    return {
+        "loop_batch": batch,
+        "loop_steps": ranks[0]["steps"],
+        "loop_loss": ranks[0]["final_loss"],
+        "loop_sec_per_step": max(r["sec_per_iter"] or 0.0 for r in ranks),
+        "max_rss_gib": max(r["max_rss_bytes"] for r in ranks) / 2**30,
+        "probe_images": ranks[0]["probe_images"],
+    }
+
+
+def preflight(table_name: str, profile: str, *, data_root: str | None = None, loop: bool = True,
+              out=print) -> list[dict]:
+    """Check every pre-training row of ``table_name`` at ``profile``; print its figures per row.
+
+    ``loop``: also run each row through the 2-process loop and the probe pass (:func:`check_loop`).
+    """
     table = load_table(table_name)
     runs = expand(table, profile)
     if data_root is not None:
         runs = [with_overrides(r, {"data": {"root": data_root}}) for r in runs]
     costs = {c.run_id: c for c in estimate(table, runs)}
     rows = []
-    out(f"preflight {table.name} --profile {profile}: {len(runs)} runs")
+    source = f"the files under {data_root}" if data_root else "generated files in the real format"
+    out(f"preflight {table.name} --profile {profile}: {len(runs)} runs"
+        + (f"; each row: one step here, then {LOOP_STEPS} steps of {LOOP_PROCESSES} gloo processes on {source} "
+           f"and a probe pass" if loop else ""))
     for run in runs:
         if run.config.task != "pretrain":
             out(f"  {run.row}: {run.config.task} row, not checked by this preflight yet")
             continue
+        start = time.perf_counter()
         fig = check_row(run, data_root=data_root)
         cost = costs[run.run_id]
         fig["gpu_hours"] = cost.gpu_hours
-        rows.append(fig)
         hours = f"{cost.gpu_hours:,.1f} GPU-h" if cost.gpu_hours is not None else "cost unknown"
         out(f"  {fig['row']}: global batch {fig['global_batch']:,} ({fig['per_process']}), peak lr {fig['peak_lr']:.4g}, "
             f"m_base {fig['m_base']:.4g}, steps {fig['total_steps']:,} (warm-up {fig['warmup_steps']:,}), "
-            f"student {fig['params_student'] / 1e6:.2f} M parameters, one step of 2 images here "
-            f"{fig['step_s_here']:.2f} s, {hours}")
+            f"student {fig['params_student'] / 1e6:.2f} M parameters, {hours}")
+        if loop:
+            fig.update(check_loop(run, data_root=data_root))
+            capped = f" (capped from {run.config.train.bn_batch_size})" if fig["loop_batch"] < run.config.train.bn_batch_size else ""
+            out(f"    loop: {fig['loop_steps']} steps of {LOOP_PROCESSES} x {fig['loop_batch']}{capped}, "
+                f"{fig['loop_sec_per_step']:.2f} s/step here, loss {fig['loop_loss']:.3f}, peak RSS "
+                f"{fig['max_rss_gib']:.2f} GiB per process; probe pass on {fig['probe_images']} images OK")
+        fig["check_s"] = time.perf_counter() - start
+        rows.append(fig)
     out(f"preflight {table.name} --profile {profile}: OK ({len(rows)} pre-training rows checked)")
     return rows

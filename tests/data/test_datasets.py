@@ -186,3 +186,29 @@ def test_registry_builds_and_describes_every_dataset(tmp_path):
         10, 10, 10, 1000]
     with pytest.raises(ValueError, match="unknown dataset 'cifar10'"):
         dataset_stats("cifar10")
+
+
+def test_the_memory_mapped_stl10_reader_gives_torchvisions_images_labels_and_order(tmp_path):
+    import pickle
+
+    import torchvision
+
+    from repro.data.ondisk import write_stl10
+
+    write_stl10(tmp_path, train=5, unlabeled=3, test=4)
+
+    class TorchvisionSTL10(torchvision.datasets.STL10):
+        def _check_integrity(self):  # md5s of the real archive; these files are generated
+            return True
+
+    for split in ("train", "test", "train+unlabeled"):
+        ours, theirs = stl10(tmp_path, split), TorchvisionSTL10(str(tmp_path), split=split)
+        assert len(ours) == len(theirs)
+        for i in range(len(ours)):
+            assert torch.equal(ours[i][0], torch.from_numpy(theirs.data[i])) and ours[i][1] == int(theirs.labels[i])
+    # What a spawned DataLoader worker receives: paths and labels, not the images; it reopens the maps.
+    ours = stl10(tmp_path, "train+unlabeled")
+    ours[0]
+    blob = pickle.dumps(ours)
+    assert len(blob) < 3 * 96 * 96  # smaller than one image
+    assert torch.equal(pickle.loads(blob)[7][0], ours[7][0])

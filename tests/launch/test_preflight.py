@@ -1,5 +1,7 @@
 """``repro preflight``: a paper row's figures after one real step; broken rows fail in one line."""
 
+import math
+
 import pytest
 
 from repro.grid import expand, load_table, with_overrides
@@ -32,3 +34,36 @@ def test_an_image_size_the_model_cannot_take_fails_in_one_line_naming_the_row():
         check_row(run)
     msg = str(e.value)
     assert "row bn-bn" in msg and "image_size 0" in msg and "\n" not in msg
+
+
+def test_a_t01_row_runs_the_real_loop_in_two_gloo_processes_on_generated_stl10_files():
+    from repro.launch.preflight import check_loop
+
+    # Synced BN student, Momentum BN teacher: both communicate across the 2 processes.
+    fig = check_loop(t01_paper_row("syncbn-mbn"), steps=2)
+    assert fig["loop_steps"] == 2 and fig["loop_batch"] == 32  # the row's own per-process batch
+    assert math.isfinite(fig["loop_loss"]) and fig["loop_sec_per_step"] > 0
+    assert 0.1 < fig["max_rss_gib"] < 16
+    assert fig["probe_images"] == 64 + 32
+
+
+def test_a_resnet50_moco_row_with_shuffling_bn_runs_on_a_generated_imagenet_folder():
+    from repro.launch.preflight import check_loop
+
+    run = next(r for r in expand(load_table("t03"), "paper") if r.row == "shuffle")
+    assert (run.config.model.arch, run.config.data.image_size, run.config.data.dataset) == ("resnet50", 224, "imagenet")
+    fig = check_loop(run, steps=2)
+    assert fig["loop_steps"] == 2 and math.isfinite(fig["loop_loss"])
+
+
+def test_the_loop_failure_of_a_row_is_one_line_naming_it(tmp_path):
+    from repro.launch.preflight import check_loop
+
+    # Files that exist but hold no whole image: the loop's own reader fails, inside a rank.
+    (tmp_path / "stl10_binary").mkdir()
+    for name in ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin"):
+        (tmp_path / "stl10_binary" / name).write_bytes(b"")
+    with pytest.raises(PreflightError) as e:
+        check_loop(t01_paper_row("bn-bn"), data_root=str(tmp_path), steps=1)
+    msg = str(e.value)
+    assert "row bn-bn" in msg and "2-process loop failed" in msg and "\n" not in msg
