@@ -15,7 +15,13 @@ files, an ImageNet folder of JPEGs), then a probe pass (features, one linear-pro
 the kNN probe) on a few batches of the probe splits. Each process reports its peak memory
 (RSS) and its seconds per step.
 
-Not built yet: transfer and fine-tuning rows are listed, not checked.
+Transfer rows (:func:`check_transfer_row`) start from the backbone their pre-training row
+builds (fresh weights of that row's exact model, or the user's ``pretrained.path``): it must
+load strictly into the transfer model. Detection rows export it to Detectron2's format and
+compute their Detectron2 config (iterations, steps, warm-up, lr, norm); where Detectron2 is
+installed the detector is built and the exported weights loaded, with no backbone key missing
+or left over. Fine-tuning rows run one optimizer step of the classifier at the row's image
+size and micro-batch.
 
 Any failure is one line naming the table, profile and row (:class:`PreflightError`).
 """
@@ -191,6 +197,126 @@ def check_loop(run: Run, *, data_root: str | None = None, steps: int = LOOP_STEP
     }
 
 
+def _backbone(cfg) -> tuple[dict, str]:
+    """The transfer row's starting backbone (torchvision names) and where it comes from."""
+    from ..transfer.pretrained import _check_loads, _from_path, pretraining_run
+
+    if cfg.pretrained.path is not None:
+        return _from_path(cfg), f"pretrained.path {cfg.pretrained.path}"
+    from ..transfer.export import backbone_state_dict
+
+    pre = pretraining_run(cfg)
+    torch.manual_seed(pre.config.train.seed)
+    # The export path of a finished run (resolve_backbone), on the row's freshly built model.
+    state = backbone_state_dict(model_from_config(pre.config).state_dict(), which=cfg.pretrained.which)
+    source = f"the {cfg.pretrained.which} of {pre.table} --profile {pre.profile} row {pre.row}"
+    return _check_loads(state, cfg, source), source
+
+
+def _detectron2_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("detectron2") is not None
+
+
+def _check_detection(cfg, backbone: dict, data_root: str | None, tmp: Path) -> dict:
+    from ..transfer.datasets import dataset_sources
+    from ..transfer.detectron2 import detection_plan, detectron2_config
+    from ..transfer.export import save_detectron2, to_detectron2
+
+    weights = save_detectron2(to_detectron2(backbone), tmp / "backbone_detectron2.pkl")
+    plan = detection_plan(cfg)
+    if data_root is not None or plan.synthetic:
+        names = tuple(dataset_sources(cfg, tmp))  # checks the user's COCO / LVIS files
+    else:
+        names = ("repro_preflight_train", "repro_preflight_val")  # a build needs no data
+    d2cfg = detectron2_config(cfg, weights, tmp / "detectron2", names)
+    fig = {"detector": plan.detector, "max_iter": plan.max_iter, "steps": plan.steps, "warmup": plan.warmup,
+           "base_lr": plan.base_lr, "ims_per_batch": plan.ims_per_batch, "norm": plan.norm, "built": False}
+    if _detectron2_installed():
+        fig.update(_build_detector(d2cfg, weights), built=True)
+    return fig
+
+
+def _build_detector(d2cfg: dict, weights: Path) -> dict:
+    """Build the detector on CPU and load the exported weights; every backbone key must match."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from ..transfer import d2_runtime
+
+    if d2cfg["lazy"]:
+        from detectron2.config import instantiate
+
+        model = instantiate(d2_runtime.lazy_config(d2cfg).model)
+    else:
+        from detectron2.modeling import build_model
+
+        model = build_model(d2_runtime.yacs_config(d2cfg))
+    checkpointer = DetectionCheckpointer(model)
+    loaded = checkpointer._load_model(checkpointer._load_file(str(weights)))
+    missing = [k for k in loaded.missing_keys if "bottom_up" in k or k.startswith("backbone.res")]
+    if missing or loaded.unexpected_keys or loaded.incorrect_shapes:
+        problem = (missing or loaded.unexpected_keys or [k for k, *_ in loaded.incorrect_shapes])[:3]
+        raise ValueError(f"the exported backbone does not load into the detector: {', '.join(problem)}")
+    backbone_params = sum(p.numel() for n, p in model.named_parameters() if "bottom_up" in n)
+    return {"detector_params": sum(p.numel() for p in model.parameters()), "backbone_params": backbone_params}
+
+
+def _check_finetune(cfg, backbone: dict) -> dict:
+    """One optimizer step of the fine-tuning classifier at the row's image size and micro-batch."""
+    from ..data.datasets import num_classes
+    from ..models.backbones import resnet
+    from ..train.finetune import Classifier
+
+    f, size = cfg.finetune, cfg.data.image_size
+    encoder = resnet(cfg.model.arch, width=cfg.model.width, small_stem=cfg.model.small_stem)
+    encoder.load_state_dict(backbone, strict=True)
+    classes = num_classes(cfg.data.dataset)
+    model = Classifier(encoder, classes).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.sgd_momentum, weight_decay=f.weight_decay)
+    micro = min(cfg.train.bn_batch_size, f.batch_size, LOOP_MAX_BATCH)
+    x, y = torch.randn(micro, 3, size, size), torch.randint(classes, (micro,))
+    start = time.perf_counter()
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if not torch.isfinite(loss):
+        raise ValueError(f"the fine-tuning step's loss is {float(loss)}")
+    return {"micro_batch": micro, "step_s_here": time.perf_counter() - start, "classes": classes}
+
+
+def check_transfer_row(run: Run, *, data_root: str | None = None) -> dict:
+    """A fine-tuning or detection row: its backbone, its config, its model; raises PreflightError."""
+    from ..transfer.detectron2 import Detectron2Missing
+
+    where = f"{run.table} --profile {run.profile}, row {run.row}"
+    try:
+        backbone, source = _backbone(run.config)
+        with tempfile.TemporaryDirectory(prefix="repro-preflight-") as tmp:
+            if run.config.task == "detection":
+                fig = _check_detection(run.config, backbone, data_root, Path(tmp))
+            else:
+                fig = _check_finetune(run.config, backbone)
+    except Detectron2Missing:
+        raise
+    except (ConfigError, DatasetNotFound, ValueError, RuntimeError, OSError, KeyError) as e:
+        message = " ".join(str(e).split())
+        raise PreflightError(f"preflight {where}: {type(e).__name__}: {message}") from None
+    return {"row": run.row, "task": run.config.task, "backbone": source, **fig}
+
+
+def _describe_transfer(fig: dict) -> str:
+    if fig["task"] == "finetune":
+        return (f"{fig['row']}: backbone from {fig['backbone']} loads; one fine-tuning step of {fig['micro_batch']} "
+                f"images ({fig['classes']} classes) {fig['step_s_here']:.2f} s here")
+    built = (f"built, {fig['detector_params'] / 1e6:.1f} M parameters, backbone weights loaded"
+             if fig["built"] else "not built (Detectron2 is not installed: bash .ci/detectron2/install.sh)")
+    return (f"{fig['row']}: backbone from {fig['backbone']} exported; {fig['detector']} {fig['max_iter']:,} "
+            f"iterations (steps {', '.join(f'{s:,}' for s in fig['steps'])}; warm-up {fig['warmup']:,}), "
+            f"lr {fig['base_lr']:.4g} at {fig['ims_per_batch']} images, {fig['norm']}; detector {built}")
+
+
 def preflight(table_name: str, profile: str, *, data_root: str | None = None, loop: bool = True,
               out=print) -> list[dict]:
     """Check every pre-training row of ``table_name`` at ``profile``; print its figures per row.
@@ -204,12 +330,15 @@ def preflight(table_name: str, profile: str, *, data_root: str | None = None, lo
     costs = {c.run_id: c for c in estimate(table, runs)}
     rows = []
     source = f"the files under {data_root}" if data_root else "generated files in the real format"
+    pretraining = any(r.config.task == "pretrain" for r in runs)
     out(f"preflight {table.name} --profile {profile}: {len(runs)} runs"
-        + (f"; each row: one step here, then {LOOP_STEPS} steps of {LOOP_PROCESSES} gloo processes on {source} "
-           f"and a probe pass" if loop else ""))
+        + (f"; each pre-training row: one step here, then {LOOP_STEPS} steps of {LOOP_PROCESSES} gloo processes on "
+           f"{source} and a probe pass" if loop and pretraining else ""))
     for run in runs:
         if run.config.task != "pretrain":
-            out(f"  {run.row}: {run.config.task} row, not checked by this preflight yet")
+            fig = check_transfer_row(run, data_root=data_root)
+            out(f"  {_describe_transfer(fig)}")
+            rows.append(fig)
             continue
         start = time.perf_counter()
         fig = check_row(run, data_root=data_root)
@@ -227,5 +356,5 @@ def preflight(table_name: str, profile: str, *, data_root: str | None = None, lo
                 f"{fig['max_rss_gib']:.2f} GiB per process; probe pass on {fig['probe_images']} images OK")
         fig["check_s"] = time.perf_counter() - start
         rows.append(fig)
-    out(f"preflight {table.name} --profile {profile}: OK ({len(rows)} pre-training rows checked)")
+    out(f"preflight {table.name} --profile {profile}: OK ({len(rows)} rows checked)")
     return rows

@@ -67,3 +67,33 @@ def test_the_loop_failure_of_a_row_is_one_line_naming_it(tmp_path):
         check_loop(t01_paper_row("bn-bn"), data_root=str(tmp_path), steps=1)
     msg = str(e.value)
     assert "row bn-bn" in msg and "2-process loop failed" in msg and "\n" not in msg
+
+
+def test_fine_tuning_rows_load_their_backbone_and_take_a_step():
+    from repro.launch.preflight import check_transfer_row
+
+    for run in expand(load_table("t12"), "local"):
+        fig = check_transfer_row(run)
+        assert fig["task"] == "finetune" and fig["classes"] == 10 and fig["micro_batch"] == 32
+        assert f"row {run.config.pretrained.row}" in fig["backbone"]
+
+
+def test_a_paper_detection_row_is_built_with_its_exported_backbone():
+    from tests.needs import detectron2
+    from repro.launch.preflight import check_transfer_row
+
+    detectron2()
+    (run,) = expand(load_table("t11"), "paper")
+    fig = check_transfer_row(run)
+    assert (fig["detector"], fig["max_iter"], fig["steps"], fig["norm"]) == ("mask_rcnn", 180_000, (120_000, 160_000), "SyncBN")
+    assert fig["built"] and 23e6 < fig["backbone_params"] < 26e6  # ResNet-50 without fc: 23.5 M
+
+
+def test_a_transfer_row_whose_backbone_does_not_fit_fails_in_one_line():
+    from repro.launch.preflight import check_transfer_row
+
+    run = with_overrides(expand(load_table("t12"), "local")[0], {"model": {"width": 16}})
+    with pytest.raises(PreflightError) as e:
+        check_transfer_row(run)
+    msg = str(e.value)
+    assert "row ours-300-1pct" in msg and "does not fit" in msg and "\n" not in msg
