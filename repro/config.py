@@ -90,6 +90,9 @@ class OptimConfig:
     # first commit, ||g|| + wd||w|| + 1e-8 in the denominator) or "head" (their released HEAD:
     # no 1e-8, trust 1 when ||w|| * ||g|| <= 1e-8).
     lars_rule: Literal["e17a948", "head"] = _added("e17a948")
+    # Which LARS update (repro/core/lars.py): "reference" (the authors' LARS_SGD, lr inside the
+    # momentum buffer) or "byol" (DeepMind BYOL's optax chain, lr outside it), for BYOL's recipe.
+    lars_convention: Literal["reference", "byol"] = _added("reference")
 
 
 @dataclass(frozen=True)

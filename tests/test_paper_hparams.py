@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.grid import TABLES_DIR, expand, load_table
+from repro.grid import TABLES_DIR, expand, load_table, with_overrides
 
 # (table, profile, row): (global batch, peak lr, m_base)
 EXPECTED = {
@@ -106,3 +106,18 @@ def test_resolved_batch_lr_and_m_base(run):
     assert cfg.train.global_batch_size == batch
     assert cfg.peak_lr == pytest.approx(lr, rel=1e-12)
     assert cfg.m_base == pytest.approx(m_base, rel=1e-12)
+
+
+def test_byols_recipe_runs_byols_lars_update_and_the_method_the_authors():
+    from repro.models.backbones import model_from_config
+    from repro.train.pretrain import build_optimizer
+
+    def convention(table, profile, row):
+        run = next(r for r in expand(load_table(table), profile) if r.row == row)
+        small = with_overrides(run, {"model": {"arch": "resnet18", "width": 8}})  # the same optimizer, cheaply
+        groups = build_optimizer(model_from_config(small.config), small.config).param_groups
+        return {g["convention"] for g in groups}, {g["weight_decay"] for g in groups}
+
+    assert convention("t02", "paper-byol-recipe", "byol-syncbn") == ({"byol"}, {0.0, 1.5e-6})
+    assert convention("t04", "paper-byol-recipe", "byol-256") == ({"byol"}, {0.0, 1.5e-6})
+    assert convention("t02", "paper", "ours-32") == ({"reference"}, {1e-6})  # the authors' code: wd on all

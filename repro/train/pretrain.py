@@ -67,7 +67,7 @@ def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
         # per optim.lars_exclude_wd (see LARS's FIDELITY notes).
         groups = lars_param_groups(model.student, o.weight_decay, lars_exclude_wd=o.lars_exclude_wd)
         return LARS(groups, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, eta=o.lars_trust,
-                    rule=o.lars_rule)
+                    rule=o.lars_rule, convention=o.lars_convention)
     params = [p for p in model.student.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
 
