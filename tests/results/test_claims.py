@@ -286,13 +286,16 @@ def test_without_a_control_a_reduced_scale_accuracy_claim_gets_no_verdict(tmp_pa
     assert needs_control(load_table("t01"), "cpu", "knn_top1")
 
 
-def test_the_random_init_control_runs_only_at_the_cpu_profile():
+def test_the_random_init_control_runs_only_at_the_cpu_evidence_profiles():
     for name in ("t01", "t04", "t06"):
         table = load_table(name)
+        evidence = {p for p in table.profiles if p in ("cpu", "cpu-mnist")}
         for profile in table.profiles:
             rows = {r.row for r in expand(table, profile)}
-            assert ("random-init" in rows) == (profile == "cpu"), (name, profile)
+            assert ("random-init" in rows) == (profile in evidence), (name, profile)
+        for profile in evidence:  # one control per seed, paired with the trained rows
+            ctl = [r for r in expand(table, profile) if r.row == "random-init"]
+            assert [r.seed for r in ctl] == table.profiles[profile].seeds
         ctl = [r for r in expand(table, "cpu") if r.row == "random-init"]
-        assert [r.seed for r in ctl] == table.profiles["cpu"].seeds
         assert all(r.config.train.max_steps == 0 for r in ctl)
         assert next(r for r in table.rows if r.id == "random-init").paper == {}
