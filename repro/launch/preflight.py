@@ -91,7 +91,10 @@ def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) 
 
 LOOP_PROCESSES = 2
 LOOP_STEPS = 3
-LOOP_MAX_BATCH = 64  # per process: the loop check caps larger BN batches (Table 4's 256, 512)
+# Per process, the loop check runs at most 32 images of 96 px (Table 1's batch) or as many pixels:
+# ResNet-50 at 224 px and 32 images per process measured 67 s a step and 10.9 GiB RSS per
+# process here, so 224-px rows run 4 images (their full batch was built and stepped by check_row).
+LOOP_PIXELS = 32 * 96 * 96
 PROBE_IMAGES = (64, 32)  # probe-train and probe-test images of the probe pass
 
 
@@ -101,12 +104,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def loop_batch(cfg) -> int:
+    """The per-process batch of the loop check: the row's, or under LOOP_PIXELS the largest power
+    of two that fits (so a MoCo queue, a power of two, stays a multiple of the global batch)."""
+    fits = max(2, LOOP_PIXELS // cfg.data.image_size**2)
+    return min(cfg.train.bn_batch_size, 1 << (fits.bit_length() - 1))
+
+
 def loop_run(run: Run, root: str, *, steps: int = LOOP_STEPS) -> Run:
     """The row as the loop check runs it: 2 processes, ``steps`` steps, a log line every step."""
     cfg = run.config
     return with_overrides(run, {
         "data": {"root": root, "workers": min(cfg.data.workers, 1)},
-        "train": {"world_size": LOOP_PROCESSES, "max_steps": steps, "bn_batch_size": min(cfg.train.bn_batch_size, LOOP_MAX_BATCH),
+        "train": {"world_size": LOOP_PROCESSES, "max_steps": steps, "bn_batch_size": loop_batch(cfg),
                   "log_every": 1, "timing_warmup": 1, "checkpoint_every": 10**9, "threads": 1},
         "probe": {"linear_epochs": 1, "eval_every": 1},
     })
@@ -174,7 +184,7 @@ def check_loop(run: Run, *, data_root: str | None = None, steps: int = LOOP_STEP
     where = f"{run.table} --profile {run.profile}, row {run.row}"
     with tempfile.TemporaryDirectory(prefix="repro-preflight-") as tmp:
         tmp = Path(tmp)
-        batch = min(run.config.train.bn_batch_size, LOOP_MAX_BATCH)
+        batch = loop_batch(run.config)
         root = data_root or _write_data(run.config.data.dataset, tmp / "data", 2 * LOOP_PROCESSES * batch)
         looped = loop_run(run, root, steps=steps)
         (tmp / "run").mkdir()
@@ -263,7 +273,7 @@ def _build_detector(d2cfg: dict, weights: Path) -> dict:
 
 
 def _check_finetune(cfg, backbone: dict) -> dict:
-    """One optimizer step of the fine-tuning classifier at the row's image size and micro-batch."""
+    """One optimizer step of the fine-tuning classifier at the row's image size (micro-batch capped as the loop's)."""
     from ..data.datasets import num_classes
     from ..models.backbones import resnet
     from ..train.finetune import Classifier
@@ -274,7 +284,7 @@ def _check_finetune(cfg, backbone: dict) -> dict:
     classes = num_classes(cfg.data.dataset)
     model = Classifier(encoder, classes).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.sgd_momentum, weight_decay=f.weight_decay)
-    micro = min(cfg.train.bn_batch_size, f.batch_size, LOOP_MAX_BATCH)
+    micro = min(cfg.train.bn_batch_size, f.batch_size, loop_batch(cfg))
     x, y = torch.randn(micro, 3, size, size), torch.randint(classes, (micro,))
     start = time.perf_counter()
     loss = torch.nn.functional.cross_entropy(model(x), y)
