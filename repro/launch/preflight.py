@@ -126,20 +126,13 @@ def _probe_pass(model, cfg, device) -> dict:
     """The probes' own code (features, one linear-probe epoch, kNN) on a few probe images."""
     from torch.utils.data import Subset
 
-    from ..data.datasets import build_dataset, num_classes, split_for
-    from ..train.loop import eval_transform_for
-    from ..train.probe import features, knn_top1, linear_probe
+    from ..data.datasets import build_dataset, split_for
+    from ..train.probe import evaluate_on
 
     name, root, size = cfg.data.dataset, cfg.data.root, cfg.data.image_size
     sets = [build_dataset(name, root, split_for(name, role), size) for role in ("probe_train", "probe_test")]
     train_set, test_set = (Subset(d, range(min(n, len(d)))) for d, n in zip(sets, PROBE_IMAGES))
-    encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(name)
-    plain = eval_transform_for(cfg)
-    train = features(encoder, train_set, plain, device, workers=cfg.data.workers)
-    test = features(encoder, test_set, plain, device, workers=cfg.data.workers)
-    result = linear_probe(encoder, train_set, train, test, cfg, device, classes=classes)
-    result["knn_top1"] = knn_top1(*train, *test, k=cfg.probe.knn_k, temperature=cfg.probe.knn_temperature,
-                                  classes=classes)
+    result = evaluate_on(model, cfg, device, train_set, test_set)
     return {"probe_images": len(train_set) + len(test_set), "probe_top1": result["top1"]}
 
 

@@ -106,7 +106,12 @@ def evaluate(model, cfg: RunConfig, device) -> dict:
     name, root, size = cfg.data.dataset, cfg.data.root, cfg.data.image_size
     train_set = build_dataset(name, root, split_for(name, "probe_train"), size)
     test_set = build_dataset(name, root, split_for(name, "probe_test"), size)
-    encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(name)
+    return evaluate_on(model, cfg, device, train_set, test_set)
+
+
+def evaluate_on(model, cfg: RunConfig, device, train_set: Dataset, test_set: Dataset) -> dict:
+    """The linear and kNN probes (protocol "paper") on the given probe-train and probe-test sets."""
+    encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(cfg.data.dataset)
     plain = eval_transform_for(cfg)
     train = features(encoder, train_set, plain, device, workers=cfg.data.workers)
     test = features(encoder, test_set, plain, device, workers=cfg.data.workers)
