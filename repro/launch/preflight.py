@@ -216,15 +216,9 @@ def _backbone(cfg) -> tuple[dict, str]:
     return _check_loads(state, cfg, source), source
 
 
-def _detectron2_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("detectron2") is not None
-
-
 def _check_detection(cfg, backbone: dict, data_root: str | None, tmp: Path) -> dict:
     from ..transfer.datasets import dataset_sources
-    from ..transfer.detectron2 import detection_plan, detectron2_config
+    from ..transfer.detectron2 import Detectron2Missing, detection_plan, detectron2_config, require_detectron2
     from ..transfer.export import save_detectron2, to_detectron2
 
     weights = save_detectron2(to_detectron2(backbone), tmp / "backbone_detectron2.pkl")
@@ -236,8 +230,11 @@ def _check_detection(cfg, backbone: dict, data_root: str | None, tmp: Path) -> d
     d2cfg = detectron2_config(cfg, weights, tmp / "detectron2", names)
     fig = {"detector": plan.detector, "max_iter": plan.max_iter, "steps": plan.steps, "warmup": plan.warmup,
            "base_lr": plan.base_lr, "ims_per_batch": plan.ims_per_batch, "norm": plan.norm, "built": False}
-    if _detectron2_installed():
-        fig.update(_build_detector(d2cfg, weights), built=True)
+    try:
+        require_detectron2()
+    except Detectron2Missing:
+        return fig  # the config is checked; the build needs Detectron2
+    fig.update(_build_detector(d2cfg, weights), built=True)
     return fig
 
 
