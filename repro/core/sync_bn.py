@@ -4,7 +4,8 @@
 with a differentiable all-gather (``torch.distributed.nn``): every process normalises
 with the mean and biased variance of the concatenated batch of all processes, and
 gradients flow back across processes exactly as for one BN over the whole batch.
-On CUDA the same module defers to torch's fused implementation.
+On CUDA the same module defers to torch's fused implementation. Under autocast the
+statistics and running buffers stay float32; the output takes the activation's dtype.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class SyncBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         dims = [0] + list(range(2, x.dim()))
         count = x.numel() // x.shape[1]
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        # Under autocast (train.precision bf16 / fp16) the activations are low precision; the
+        # statistics, their gather and the running buffers stay in the buffers' float32.
+        dtype = self.running_mean.dtype if self.track_running_stats else torch.float32
+        var, mean = torch.var_mean(x.to(dtype) if x.dtype != dtype else x, dim=dims, correction=0)
         local = torch.cat([mean, var, mean.new_full((1,), float(count))])
         stats = torch.stack(dist_nn.all_gather(local))  # (world, 2C + 1), differentiable
         c = x.shape[1]
@@ -63,7 +67,7 @@ class SyncBatchNorm(_BatchNorm):
                 self.running_mean.lerp_(g_mean.detach(), momentum)
                 self.running_var.lerp_(g_var.detach() * (n / max(n - 1, 1)), momentum)
                 self.num_batches_tracked.add_(1)
-        return normalize(x, g_mean, g_var, self.weight, self.bias, self.eps)
+        return normalize(x, g_mean, g_var, self.weight, self.bias, self.eps).to(x.dtype)
 
 
 def convert_to_sync_bn(module: nn.Module) -> nn.Module:

@@ -38,11 +38,14 @@ def _distributed_env(world_size: int) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: Path):
+def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: Path, ticket: str = ""):
     """At most ``slots`` runs at once on this machine (LocalExecutor starts a whole array).
 
     Rank 0 takes a slot (a file lock, released by the OS if the process dies) and announces
     it; the other ranks of the same job wait for the announcement before joining the group.
+    Waiting jobs take the slots in ``ticket`` order (the submission order: seed by seed, so
+    an interrupted campaign leaves whole paired seeds): each holds a lock on its ticket file
+    while it waits, and a job goes only when no live waiter holds a smaller ticket.
     """
     slots_dir.mkdir(parents=True, exist_ok=True)
     granted = slots_dir / f"granted-{job_key}"
@@ -53,24 +56,56 @@ def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: Pa
             time.sleep(0.2)
         yield
         return
+    queue = slots_dir / "queue"
+    queue.mkdir(exist_ok=True)
+    mine = queue / f"{ticket}-{job_key}"
+    waiting = open(mine, "w")
+    fcntl.flock(waiting, fcntl.LOCK_EX)
     handle = None
-    while handle is None:
-        for i in range(slots):
-            f = open(slots_dir / f"slot{i}.lock", "w")
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                handle = f
-                break
-            except BlockingIOError:
-                f.close()
-        else:
-            time.sleep(0.5)
+    try:
+        while handle is None:
+            if not _waiter_ahead(queue, mine.name):
+                handle = _free_slot(slots_dir, slots)
+            if handle is None:
+                time.sleep(0.5)
+    finally:
+        mine.unlink(missing_ok=True)
+        waiting.close()
     try:
         granted.touch()
         yield
     finally:
         granted.unlink(missing_ok=True)
         handle.close()
+
+
+def _waiter_ahead(queue: Path, mine: str) -> bool:
+    """Whether a live job waits in ``queue`` with a smaller ticket (dead ones' files are removed)."""
+    for path in sorted(queue.iterdir()):
+        if path.name >= mine:
+            return False
+        try:
+            with open(path) as f:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True  # its owner is alive and waiting
+                path.unlink(missing_ok=True)  # unlocked: its owner died while waiting
+        except FileNotFoundError:
+            continue  # it took its slot meanwhile
+    return False
+
+
+def _free_slot(slots_dir: Path, slots: int):
+    """The locked handle of a free slot, or None."""
+    for i in range(slots):
+        f = open(slots_dir / f"slot{i}.lock", "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            f.close()
+    return None
 
 
 # What a run reports at its end, as TensorBoard scalars beside the training curves.
@@ -98,14 +133,20 @@ class RunJob:
     baked into the submission), so a requeued job cannot restart from a stale one.
     """
 
-    def __init__(self, runs_root: str, slots: int | None = None):
+    def __init__(self, runs_root: str, slots: int | None = None, order: tuple[str, ...] = (), submitted: int = 0):
         self.runs_root = runs_root
         self.slots = slots
+        self.order = order  # run ids in submission order: the local slots' queue order
+        self.submitted = submitted  # time.time_ns() of the submission: later submissions queue behind
+
+    def ticket(self, run: Run) -> str:
+        position = self.order.index(run.run_id) if run.run_id in self.order else len(self.order)
+        return f"{self.submitted:020d}-{position:06d}"
 
     def __call__(self, run: Run) -> dict:
         run_dir = run.run_dir(self.runs_root)
         rank, job_key = _distributed_env(tasks_per_job(run.config))
-        slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir)
+        slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir, self.ticket(run))
                 if self.slots else contextlib.nullcontext())
         try:
             with slot:
@@ -139,4 +180,4 @@ class RunJob:
     def checkpoint(self, run: Run):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(RunJob(self.runs_root, self.slots), run)
+        return submitit.helpers.DelayedSubmission(RunJob(self.runs_root, self.slots, self.order, self.submitted), run)

@@ -109,6 +109,9 @@ def _sort_runs(runs: list[Run], runs_root: Path, rerun_failed: bool, log) -> Lau
             report.skipped_active.append(run)
         else:
             report.submitted.append(run)
+    # Seed by seed (rows in table order within a seed): local slots are granted in this order,
+    # so a campaign interrupted on one machine leaves whole seeds, which paired statistics need.
+    report.submitted.sort(key=lambda r: r.seed)
     return report
 
 
@@ -120,7 +123,7 @@ def _submit_group(group: list[Run], world_size: int, cluster, runs_root: Path, c
     if cluster.executor == "local":
         threads = max(r.config.train.threads or 1 for r in group)
         slots = cluster.max_parallel_runs or max(1, (os.cpu_count() or 1) // (world_size * threads))
-    job_fn = RunJob(str(runs_root), slots)
+    job_fn = RunJob(str(runs_root), slots, tuple(r.run_id for r in group), time.time_ns())
     if cluster.executor == "debug":
         return [executor.submit(job_fn, r) for r in group]
     if cluster.executor == "local":

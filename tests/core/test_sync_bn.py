@@ -53,3 +53,29 @@ def test_convert_covers_bn1d_and_bn2d_and_keeps_state():
     net = convert_to_sync_bn(net)
     assert isinstance(net[0], SyncBatchNorm) and isinstance(net[1][0], SyncBatchNorm)
     assert torch.equal(net[0].running_mean, torch.full((3,), 2.0))
+
+
+def _synced_bf16(rank, world_size):
+    # A conv + Synced BN block under CPU bf16 autocast (train.precision bf16): the conv's output
+    # is bf16, the gathered statistics and the running buffers must stay float32.
+    start = sum(SPLIT[:rank])
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(3, 4, 1, bias=False), SyncBatchNorm(4)
+    x = WHOLE[start : start + SPLIT[rank]].float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        y = bn(h)
+    y.float().sum().backward()
+    return {"h": h.detach(), "y_dtype": str(y.dtype), "running_mean": bn.running_mean,
+            "running_var": bn.running_var, "grad": conv.weight.grad}
+
+
+def test_under_bf16_autocast_the_statistics_are_float32_and_global(distributed):
+    ranks = distributed(_synced_bf16, 2)
+    h = torch.cat([r["h"] for r in ranks]).double()  # the bf16 activations of both processes
+    assert ranks[0]["h"].dtype == torch.bfloat16 and ranks[0]["y_dtype"] == "torch.bfloat16"
+    mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3))  # unbiased, as the running variance
+    for r in ranks:
+        assert r["running_mean"].dtype == torch.float32 and r["grad"].dtype == torch.float32
+        assert_close(r["running_mean"].double(), 0.1 * mean, rtol=1e-5, atol=1e-6)
+        assert_close(r["running_var"].double(), 0.9 + 0.1 * var, rtol=1e-5, atol=1e-6)
