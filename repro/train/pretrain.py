@@ -182,9 +182,24 @@ def _model_and_optimizer(cfg: RunConfig, run_dir: Path, device, memory_format, r
     step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=cfg.train.world_size)
     if cfg.train.compile:
         model.student.compile()  # in place: parameter names (EMA pairing, checkpoints) unchanged
-    wrapped = DistributedDataParallel(model, broadcast_buffers=False) if dist.is_initialized() else model
+    wrapped = _ddp(model) if dist.is_initialized() else model
     model.train()
     return model, optimizer, wrapped, step
+
+
+def _ddp(model: torch.nn.Module) -> DistributedDataParallel:
+    """DDP that never syncs buffers, not even at wrap time: each rank's BN / Momentum BN
+    statistics are its own and were just resumed from its own checkpoint slot.
+
+    ``broadcast_buffers=False`` is deprecated in favour of ``forward_sync_buffers=False``, which
+    still broadcasts rank 0's buffers at init (torch's own warning says so) and would overwrite
+    them; the warning is silenced until torch offers ``init_sync_buffers``.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+        return DistributedDataParallel(model, broadcast_buffers=False)
 
 
 def _checked_loss(watch: LossWatch, run_dir: Path) -> float:
