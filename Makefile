@@ -14,8 +14,10 @@
 #   make test                        the test suite
 #   make report                      tables/out/report.{md,html}: every table, Figure 3, the claims'
 #                                    verdicts, from runs/ and the committed results/cpu/
-#   make cpu-evidence                CPU-scale evidence: Tables 1, 6, 4 at profile cpu into results/cpu
-#                                    (about two hours on 2 cores), then make cpu-report
+#   make cpu-evidence                CPU-scale evidence: Table 1 at profile cpu-mnist into results/cpu
+#                                    (about 2 hours a seed on 2 cores; finished runs are skipped, so
+#                                    it resumes), then make cpu-report. The first design:
+#                                    make cpu-evidence CPU_PROFILE=cpu CPU_TABLES="t01 t06 t04"
 #   make cpu-report                  results/cpu/report/ from the committed run records (seconds)
 #   RUNS=dir OUT=dir FIG_OUT=dir     where runs, rendered tables and figures go (runs, tables/out, figures/out)
 #   make slurm-up / slurm-down       a real single-node SLURM cluster on this machine (root, Debian)
@@ -41,6 +43,9 @@ tid = t$(if $(filter $(1),1 2 3 4 5 6 7 8 9),0)$(1)
 FIG3   = $(FIG_OUT)/fig3.png
 
 CPU_RUNS = results/cpu
+CPU_PROFILE ?= cpu-mnist
+CPU_TABLES ?= t01
+CPU_PROFILES = cpu cpu-mnist
 
 .PHONY: preflight curves report cpu-report cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
@@ -107,12 +112,12 @@ tables: $(STAMP)
 # runs are skipped, so an interrupted campaign resumes where it stopped.
 cpu-evidence: $(STAMP)
 	test -f $(CPU_RUNS)/machine.json || $(PY) -m repro.results.provenance $(CPU_RUNS)/machine.json make cpu-evidence
-	for t in t01 t06 t04; do \
-	  $(REPRO) run $$t --profile cpu --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables || exit 1; done
+	for t in $(CPU_TABLES); do \
+	  $(REPRO) run $$t --profile $(CPU_PROFILE) --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables || exit 1; done
 	$(MAKE) --no-print-directory cpu-report
 
 cpu-report: $(STAMP)
-	$(REPRO) report --runs $(CPU_RUNS) --profile cpu --out $(CPU_RUNS)/report
+	$(REPRO) report --runs $(CPU_RUNS) $(addprefix --profile ,$(CPU_PROFILES)) --out $(CPU_RUNS)/report
 
 # The claims report over this machine's runs (RUNS) and the committed CPU-scale evidence, into OUT.
 report: $(STAMP)
