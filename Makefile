@@ -19,6 +19,9 @@
 #                                    it resumes), then make cpu-report. The first design:
 #                                    make cpu-evidence CPU_PROFILE=cpu CPU_TABLES="t01 t06 t04"
 #   make cpu-report                  results/cpu/report/ from the committed run records (seconds)
+#   make precision-check             bf16 + channels_last against fp32 at cpu-mnist, paired by seed:
+#                                    runs t01 at cpu-mnist-bf16 (2 rows, about 20 minutes a seed),
+#                                    writes results/cpu/precision-check.md
 #   RUNS=dir OUT=dir FIG_OUT=dir     where runs, rendered tables and figures go (runs, tables/out, figures/out)
 #   make slurm-up / slurm-down       a real single-node SLURM cluster on this machine (root, Debian)
 #   make table1 PROFILE=smoke CLUSTER=slurm ARGS=--wait   Table 1 through SLURM (make slurm-up first)
@@ -47,7 +50,7 @@ CPU_PROFILE ?= cpu-mnist
 CPU_TABLES ?= t01
 CPU_PROFILES = cpu cpu-mnist
 
-.PHONY: preflight curves report cpu-report cpu-evidence slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
+.PHONY: preflight curves report cpu-report cpu-evidence precision-check slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -118,6 +121,10 @@ cpu-evidence: $(STAMP)
 
 cpu-report: $(STAMP)
 	$(REPRO) report --runs $(CPU_RUNS) $(addprefix --profile ,$(CPU_PROFILES)) --out $(CPU_RUNS)/report
+
+precision-check: $(STAMP)
+	$(REPRO) run t01 --profile cpu-mnist-bf16 --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables
+	$(REPRO) compare t01 --profile cpu-mnist --against cpu-mnist-bf16 --runs $(CPU_RUNS) --out $(CPU_RUNS)/precision-check.md
 
 # The claims report over this machine's runs (RUNS) and the committed CPU-scale evidence, into OUT.
 report: $(STAMP)

@@ -10,6 +10,7 @@
     python -m repro sbatch t01 --profile paper --cluster mycluster
     python -m repro list
     python -m repro preflight t01 --profile paper [--data-root /data/stl10]
+    python -m repro compare t01 --profile cpu-mnist --against cpu-mnist-bf16 --runs results/cpu
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--data-root", default=None, help="dataset folder to check (STL10 / ImageNet profiles)")
     pre.add_argument("--no-loop", action="store_true",
                      help="only build, price and step each row once (skip the 2-process loop and the probe pass)")
+    cmp = sub.add_parser("compare", help="the same rows at two profiles, paired by seed (e.g. bf16 against fp32)")
+    _common(cmp)
+    cmp.add_argument("--against", required=True, help="the profile compared with --profile (the base)")
+    cmp.add_argument("--out", default=None, help="also write the comparison (markdown) to this file")
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -94,6 +99,17 @@ def _cmd_preflight(args) -> int:
     from .launch.preflight import preflight
 
     preflight(args.table, args.profile, data_root=args.data_root, loop=not args.no_loop)
+    return 0
+
+
+def _cmd_compare(args) -> int:
+    from .launch import slurm
+    from .results.compare import compare_profiles
+
+    print(compare_profiles(args.table, args.profile, args.against, args.runs, out=args.out,
+                           states=slurm.run_states), end="")
+    if args.out:
+        print(f"written: {args.out}")
     return 0
 
 
@@ -223,7 +239,8 @@ def _check_complete(report, runs_root: Path) -> int:
 
 
 _COMMANDS = {"preflight": _cmd_preflight, "list": _cmd_list, "status": _cmd_status, "report": _cmd_report,
-             "render": _cmd_render, "curves": _cmd_curves, "sbatch": _cmd_sbatch, "run": _cmd_run}
+             "render": _cmd_render, "curves": _cmd_curves, "sbatch": _cmd_sbatch, "run": _cmd_run,
+             "compare": _cmd_compare}
 
 
 def _print_sbatch(table_name: str, profile: str, cluster_name: str, runs_root: str) -> int:

@@ -24,7 +24,7 @@ def test_table1_rows_and_paper_values():
         student, teacher, top1, spi = PAPER_T1[row.id]
         assert row.paper == {"top1": top1, "sec_per_iter": spi}
         assert row.set == {"model.student_norm": student, "model.teacher_norm": teacher}
-    assert set(t.profiles) == {"paper", "local", "cpu", "cpu-mnist", "smoke"}
+    assert set(t.profiles) == {"paper", "local", "cpu", "cpu-mnist", "cpu-mnist-bf16", "smoke"}
 
 
 def test_paper_profile_is_the_papers_protocol():
