@@ -13,9 +13,10 @@ For each accuracy metric, over all pairs (n of them, every row's option effect t
 - the noise is the base profile's run-to-run standard deviation of that metric, pooled over
   its trained rows (the spread between seeds that every contrast of the table lives with);
 - ``unchanged within noise`` when the whole interval lies inside ± that noise (an
-  equivalence test at the 5% level: the option moves the metric by less than one seed-to-seed
-  standard deviation); ``changed`` when the interval excludes 0; ``inconclusive`` otherwise,
-  and when fewer than 2 pairs or no noise are measured.
+  equivalence test: with 95% confidence the option moves the metric by less than one
+  seed-to-seed standard deviation, even where the shift is significantly non-zero);
+  ``changed`` when the interval excludes 0 and reaches beyond the noise; ``inconclusive``
+  otherwise, and when fewer than 2 pairs or no noise are measured.
 
 Seconds per step are reported as the geometric mean of the per-pair ratios (other / base),
 with its 95% interval on the log scale; they get no verdict (the option is there for them).
@@ -38,7 +39,6 @@ from .collect import States, collect, fmt, write_if_changed
 
 ACCURACY_METRICS = ("top1", "knn_top1")
 METRIC_LABELS = {"top1": "linear probe top-1", "knn_top1": "kNN top-1", "sec_per_iter": "seconds per step"}
-OUTCOMES = ("unchanged within noise", "changed", "inconclusive")
 
 
 @dataclass(frozen=True)

@@ -127,3 +127,8 @@ def test_before_any_pair_has_finished_the_comparison_says_so(tmp_path):
     text = compare_profiles("t01", BASE, OTHER, tmp_path)
     assert text.rstrip().endswith("No (row, seed) has finished at both profiles yet.")
     assert "| linear probe top-1 | 0 | - | - | 1.71 |" in text and "| inconclusive |" in text
+
+
+def test_a_significant_shift_smaller_than_the_noise_still_counts_as_unchanged():
+    assert judge(0.2, 0.6, 2.0) == "unchanged within noise"  # excludes 0, inside the band
+    assert judge(0.2, 2.6, 2.0) == "changed"
