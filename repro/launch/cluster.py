@@ -80,6 +80,9 @@ def slurm_parameters(cluster: Cluster, world_size: int, job_name: str = "repro")
         gpus_per_node=cluster.gpus_per_node or None, mem=f"{int(cluster.mem_gb)}G" if cluster.mem_gb else None,
         array_parallelism=cluster.array_parallelism, setup=list(cluster.setup) or None,
         additional_parameters=dict(cluster.sbatch) or None,
+        # A task that fails ends the job step: its other ranks would otherwise wait for it in
+        # the rendezvous or a collective until the time limit, holding the node.
+        srun_args=["--kill-on-bad-exit=1"],
     )
     return {k: v for k, v in params.items() if v is not None}
 

@@ -8,6 +8,7 @@ import fcntl
 import os
 import time
 import traceback
+import zlib
 from pathlib import Path
 
 from ..grid import Run
@@ -16,6 +17,31 @@ from ..rundir import git_state, read_json, write_json
 from .tasks import TASKS, tasks_per_job
 
 _STARTED = time.time()  # this process's start: an error.txt older than it is a previous attempt's
+
+
+# The rendezvous port of a multi-process job: from its job id, the same on every task, below
+# Linux's default ephemeral range (32768-60999), where the kernel picks the local ports of
+# outgoing connections and of gloo's own listening sockets (submitit's default, 20000-60000,
+# overlaps it). A MASTER_PORT inherited from the submitting shell is not used: jobs that share
+# a node would all rendezvous on it.
+RENDEZVOUS_PORTS = (20000, 32768)
+
+
+def rendezvous_port(job_id: str) -> int:
+    """The job's rendezvous port in ``RENDEZVOUS_PORTS``, a pure function of its job id (array
+    tasks included: ``1234_5``), so that every task of the job computes the same one."""
+    low, high = RENDEZVOUS_PORTS
+    return low + zlib.crc32(str(job_id).encode()) % (high - low)
+
+
+def _job_rank() -> int:
+    """This task's global rank from submitit's job environment (0 outside submitit)."""
+    import submitit
+
+    try:
+        return submitit.JobEnvironment().global_rank
+    except RuntimeError:  # called outside submitit (tests, a plain python call)
+        return 0
 
 
 def _distributed_env(world_size: int) -> tuple[int, str]:
@@ -33,7 +59,8 @@ def _distributed_env(world_size: int) -> tuple[int, str]:
     if env.num_tasks != world_size:
         raise RuntimeError(f"job has {env.num_tasks} tasks but the run needs {world_size}")
     if world_size > 1:
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        os.environ["MASTER_PORT"] = str(rendezvous_port(env.job_id))  # TorchDistributedEnvironment reads it
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
     return env.global_rank, str(env.job_id)
 
 
@@ -145,10 +172,11 @@ class RunJob:
 
     def __call__(self, run: Run) -> dict:
         run_dir = run.run_dir(self.runs_root)
-        rank, job_key = _distributed_env(tasks_per_job(run.config))
-        slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir, self.ticket(run))
-                if self.slots else contextlib.nullcontext())
+        rank = _job_rank()
         try:
+            rank, job_key = _distributed_env(tasks_per_job(run.config))
+            slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir, self.ticket(run))
+                    if self.slots else contextlib.nullcontext())
             with slot:
                 return self._run(run, run_dir, rank)
         except BaseException as e:

@@ -214,3 +214,38 @@ def test_an_edit_after_submission_does_not_reach_the_job(tmp_path):
     assert final["git"]["code"] == code_dir.name
     log = (runs / ".submitit" / job["job_id"] / f"{job['job_id']}_0_log.out").read_text()
     assert f"(code: {code_dir / 'repro'})" in log
+
+
+
+@pytest.mark.timeout(300)
+def test_a_rank_that_dies_ends_its_job_and_frees_the_node(tmp_path):
+    """Rank 0 cannot open the rendezvous (its port is taken) while rank 1 waits to join: the
+    job ends at once with rank 0's error in the run directory, instead of holding the node
+    until its time limit while the queue behind it waits (srun --kill-on-bad-exit).
+
+    The job is submitted held, so that its port (a function of the job id) can be taken first.
+    """
+    import socket
+
+    from repro.launch.job import rendezvous_port
+
+    table = write_table(tmp_path, name="t94")
+    held = write_cluster(tmp_path, "ci-held", sbatch={"hold": True})
+    runs = tmp_path / "runs"
+    report = launch(str(table), "smoke", str(held), runs, **QUIET)
+    ((run, job),) = report.jobs
+    port = rendezvous_port(job.job_id)
+    with socket.socket() as taken:
+        taken.bind(("", port))
+        taken.listen()
+        subprocess.run(["scontrol", "release", job.job_id], check=True)
+        t0 = time.monotonic()
+        ((_, reason),) = wait(report, runs, **QUIET)
+        took = time.monotonic() - t0
+    print(f"rank 0 failed -> wait() returned in {took:.1f} s: {reason}", file=sys.stderr)
+    assert f"port: {port}" in reason and "address already in use" in reason
+    assert took < 120, f"the job outlived its failed rank 0 by {took:.0f} s"
+    (state,) = slurm.slurm_states([job.job_id]).values()
+    assert state == "FAILED", f"SLURM job {job.job_id} is {state}: its other rank was not stopped"
+    (line,) = status_lines(str(table), "smoke", runs)
+    assert " failed " in line and "address already in use" in line

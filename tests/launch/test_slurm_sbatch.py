@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from repro.launch import cluster as L
-from repro.launch.job import _distributed_env
+from repro.launch.job import _distributed_env, rendezvous_port
 from repro.config import ConfigError
 from slurm_helpers import slurm_cluster  # noqa: F401 (fixture)
 
@@ -58,6 +58,7 @@ def test_world_size_64_with_8_gpus_per_node_is_8_nodes_of_8_tasks(tmp_path):
     (srun,) = [line for line in text.splitlines() if line.startswith("srun ")]
     code = tmp_path / "runs" / ".code" / "0123456789abcdef"
     assert "sh -c 'cd \"$0\" && export PYTHONPATH=" in srun
+    assert " --kill-on-bad-exit=1 " in srun  # a failed task ends the job instead of leaving its peers waiting
     assert srun.endswith(f" {code} {sys.executable} -u -m submitit.core._submit {tmp_path}/runs/.submitit/%j")
 
 
@@ -106,14 +107,17 @@ def test_a_task_of_an_8x8_job_exports_its_rank_for_torch_distributed(monkeypatch
     }
     for key, value in slurm_env.items():
         monkeypatch.setenv(key, value)
-    for key in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE",
-                "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+    for key in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(key, raising=False)
+    # What a login shell may have exported: the job's own values replace them.
+    monkeypatch.setenv("MASTER_ADDR", "login01")
+    monkeypatch.setenv("MASTER_PORT", "29500")
     rank, job = _distributed_env(64)
     assert (rank, job) == (11, "4242")
     assert os.environ["MASTER_ADDR"] == "gpu01" and os.environ["WORLD_SIZE"] == "64"
     assert os.environ["RANK"] == "11" and os.environ["LOCAL_RANK"] == "3" and os.environ["LOCAL_WORLD_SIZE"] == "8"
-    assert 20000 <= int(os.environ["MASTER_PORT"]) <= 60000  # the same on every task: seeded by the job id
+    # The same on every task (a function of the job id), below the kernel's ephemeral ports.
+    assert int(os.environ["MASTER_PORT"]) == rendezvous_port("4242") and 20000 <= rendezvous_port("4242") < 32768
     with pytest.raises(RuntimeError, match="job has 64 tasks but the run needs 2"):
         _distributed_env(2)
 
@@ -128,3 +132,12 @@ def test_the_cli_prints_the_paper_arrays_sbatch_file_without_a_cluster(capsys):
     assert (f["array"], f["nodes"], f["ntasks-per-node"], f["job-name"]) == ("0-5%6", "8", "8", "t01-paper")
     assert main(["sbatch", "t01", "--profile", "paper", "--cluster", "local"]) == 2
     assert "only SLURM clusters have an sbatch file" in capsys.readouterr().err
+
+
+def test_rendezvous_ports_are_spread_below_the_ephemeral_range():
+    """Jobs that share a node get different ports (array tasks included), never one the kernel
+    hands out for outgoing connections (Linux's default ephemeral range starts at 32768)."""
+    ports = [rendezvous_port(f"{job}_{task}") for job in range(1000, 1050) for task in range(20)]
+    assert all(20000 <= p < 32768 for p in ports)
+    assert len(set(ports)) > 0.95 * len(ports)
+    assert rendezvous_port("1234_5") == rendezvous_port("1234_5") != rendezvous_port("1234_6")
