@@ -313,7 +313,8 @@ class Interval:
         return f"paired over {self.n} seeds" if self.paired else f"unpaired (Welch, df {self.df:.1f})"
 
 
-def _sd(xs: list[float]) -> float:
+def sample_sd(xs: list[float]) -> float:
+    """The sample standard deviation (n - 1 in the denominator)."""
     m = sum(xs) / len(xs)
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
@@ -335,7 +336,7 @@ def paired_interval(terms: dict[str, float], values: Values, log: bool = False) 
     by_seed = {r: dict(zip(rv.seeds, rv.values)) for r, rv in measured.items()}
     d = [const + sum(terms[r] * f(by_seed[r][s]) for r in measured) for s in seeds]
     n = len(d)
-    return Interval(sum(d) / n, _sd(d) / math.sqrt(n), n - 1, True, n)
+    return Interval(sum(d) / n, sample_sd(d) / math.sqrt(n), n - 1, True, n)
 
 
 def welch_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval:
@@ -349,7 +350,7 @@ def welch_interval(terms: dict[str, float], values: Values, log: bool = False) -
             continue
         if rv.n < 2:
             return Interval(estimate, None, None, False)
-        parts.append((w * w * _sd([f(v) for v in rv.values]) ** 2 / rv.n, rv.n - 1))
+        parts.append((w * w * sample_sd([f(v) for v in rv.values]) ** 2 / rv.n, rv.n - 1))
     var = sum(p for p, _ in parts)
     if not parts:
         return Interval(estimate, 0.0, None, False)

@@ -29,12 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
 from .. import rundir
 from ..config import ConfigError
 from ..grid import Table, load_table
-from .claims import CONTROL_ROW, LEVEL, measured_values, pooled_std
+from .claims import CONTROL_ROW, Interval, measured_values, pooled_std, sample_sd
 from .collect import States, collect, fmt, write_if_changed
 
 ACCURACY_METRICS = ("top1", "knn_top1")
@@ -79,14 +78,14 @@ def pairs(base: pd.DataFrame, other: pd.DataFrame, metric: str) -> list[Pair]:
 
 
 def _interval(d: list[float]) -> tuple[float | None, float | None, float | None]:
+    """mean(d) and its paired 95% interval: the claims' own :class:`Interval` over the seeds."""
     if not d:
         return None, None, None
     m = sum(d) / len(d)
     if len(d) < 2:
         return m, None, None
-    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1))
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, len(d) - 1)) * sd / math.sqrt(len(d))
-    return m, m - half, m + half
+    interval = Interval(m, sample_sd(d) / math.sqrt(len(d)), len(d) - 1, True, len(d))
+    return m, interval.low, interval.high
 
 
 def judge(low: float | None, high: float | None, noise: float | None) -> str:
