@@ -10,6 +10,8 @@ scheduler adds (a cancelled SLURM job leaves no trace in the directory) is the l
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -66,12 +68,25 @@ RERUN_FIX = "rerun with --rerun-failed, which keeps the checkpoints"
 RECORDS = ("final.json", "job.json", "config.yaml")
 
 
+# Records are written once each, atomically (a rename), so one that read well reads well until
+# its file changes; the launcher's live view asks for every run's status every second, and
+# parsing each config.yaml again was most of its CPU (0.15 s a poll for 21 runs).
+_READ_WELL: dict[Path, tuple[int, int, int]] = {}
+
+
 def unreadable_record(run_dir: Path) -> tuple[str, str] | None:
     """The first of ``final.json``, ``job.json``, ``config.yaml`` that exists but cannot be read
     (cut by a crash, a full disk, an edit), with why; None when every one present reads."""
     for name in RECORDS:
         path = run_dir / name
-        if not path.is_file():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if _READ_WELL.get(path) == signature:
             continue
         try:
             text = path.read_text()
@@ -80,6 +95,7 @@ def unreadable_record(run_dir: Path) -> tuple[str, str] | None:
             return name, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
         if not isinstance(doc, dict) or (name == "config.yaml" and not isinstance(doc.get("config"), dict)):
             return name, "not a mapping" if not isinstance(doc, dict) else "no config: mapping"
+        _READ_WELL[path] = signature  # the signature read before the text: a change since reads again
     return None
 
 
@@ -165,16 +181,31 @@ def _yaml_ready(d):
     return list(d) if isinstance(d, tuple) else d
 
 
-def last_metrics(path: Path) -> dict | None:
-    """The last complete line of a ``metrics.jsonl`` (None when there is none)."""
-    if not path.is_file():
+def last_metrics(path: Path, block: int = 1 << 16) -> dict | None:
+    """The last complete line of a ``metrics.jsonl`` (None when there is none), read from the
+    end of the file: the live view asks every second, and a long run's file is long."""
+    try:
+        f = open(path, "rb")
+    except OSError:
         return None
-    last = None
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash (the last one, torn while written)
-        if isinstance(record, dict):
-            last = record
-    return last
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        tail = b""
+        while pos > 0:
+            step = min(block, pos)
+            pos -= step
+            f.seek(pos)
+            tail = f.read(step) + tail
+            lines = tail.split(b"\n")
+            head, whole = (b"", lines) if pos == 0 else (lines[0], lines[1:])  # lines[0] may be cut here
+            for line in reversed(whole):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a crash (the last one, torn while written), or blank
+                if isinstance(record, dict):
+                    return record
+            tail = head
+    return None
+
+

@@ -82,3 +82,30 @@ def test_a_torn_last_line_of_metrics_is_ignored(tmp_path):
     (d / "metrics.jsonl").write_text(path.read_text())
     (line,) = [s for s in status.status_lines("t01", "smoke", tmp_path / "runs") if s.startswith(run.run_id)]
     assert line.split()[1] == "running" and line.split()[4:6] == ["2/?", "1.5000"]
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 16])
+def test_the_last_metrics_line_read_from_the_end_is_the_last_whole_one(tmp_path, block):
+    """Read backwards in blocks of any size: the same record as a full parse, past a torn last
+    line and blank lines; None for an empty file, a file of one torn line, or none at all."""
+    records = [{"step": s, "loss": 1.0 / s, "note": "x" * (s % 5)} for s in range(1, 40)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + "\n\n" + '{"step": 40, "lo')
+    assert rundir.last_metrics(path, block=block) == records[-1]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert rundir.last_metrics(path, block=block) == records[-1]
+    path.write_text("")
+    assert rundir.last_metrics(path, block=block) is None
+    path.write_text('{"step": 1, "lo')
+    assert rundir.last_metrics(path, block=block) is None
+    assert rundir.last_metrics(tmp_path / "absent.jsonl", block=block) is None
+
+
+def test_a_record_replaced_after_it_read_well_is_read_again(tmp_path):
+    """Status is asked every second, and a record that read well is not parsed again until its
+    file changes: one replaced by another (atomically, as the project writes) is read anew."""
+    _, d = _done_run(tmp_path)
+    assert rundir.run_status(d) == "done"
+    (d / "next.json").write_text("[1]")
+    (d / "next.json").replace(d / "final.json")  # a new file in its place (a new inode)
+    assert rundir.run_status(d) == "corrupt" and "not a mapping" in rundir.corrupt_error(d)

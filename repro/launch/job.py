@@ -11,6 +11,7 @@ import traceback
 import zlib
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..grid import Run
 from ..paths import PACKAGE
 from ..rundir import git_state, read_json, write_json
@@ -181,7 +182,7 @@ class RunJob:
                 return self._run(run, run_dir, rank)
         except BaseException as e:
             if rank == 0 and not isinstance(e, (KeyboardInterrupt, SystemExit)):
-                (run_dir / "error.txt").write_text(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+                atomic_write_text(run_dir / "error.txt", f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
             raise
 
     def _run(self, run: Run, run_dir: Path, rank: int) -> dict:
