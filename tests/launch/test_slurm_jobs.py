@@ -2,7 +2,7 @@
 and code frozen at submission. Each test submits through ``slurm/ci.yaml`` (or a copy of it).
 
 Durations on a 2-core machine: the smoke table about 1-2 min, the requeue test about 1.5 min,
-the others 15-30 s each.
+the others 15-30 s each (the rank that dies: about 18 s).
 """
 
 from __future__ import annotations
@@ -216,7 +216,6 @@ def test_an_edit_after_submission_does_not_reach_the_job(tmp_path):
     assert f"(code: {code_dir / 'repro'})" in log
 
 
-
 @pytest.mark.timeout(300)
 def test_a_rank_that_dies_ends_its_job_and_frees_the_node(tmp_path):
     """Rank 0 cannot open the rendezvous (its port is taken) while rank 1 waits to join: the
@@ -233,7 +232,7 @@ def test_a_rank_that_dies_ends_its_job_and_frees_the_node(tmp_path):
     held = write_cluster(tmp_path, "ci-held", sbatch={"hold": True})
     runs = tmp_path / "runs"
     report = launch(str(table), "smoke", str(held), runs, **QUIET)
-    ((run, job),) = report.jobs
+    ((_, job),) = report.jobs
     port = rendezvous_port(job.job_id)
     with socket.socket() as taken:
         taken.bind(("", port))
