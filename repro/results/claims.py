@@ -16,7 +16,9 @@ A condition holds when the whole interval clears its threshold, fails when the w
 interval misses it, and is inconclusive in between, or when the noise is not measured (a
 measured row with one seed). The minimum detectable effect at 80% power is
 (t_{0.975,df} + t_{0.8,df}) * SE; when it exceeds the paper's own margin for that condition,
-the report says this number of seeds cannot decide it.
+the report says this number of seeds cannot decide it; when the whole interval lies below the
+paper's own effect, it says the effect at that scale is smaller than the paper's, which decides
+the size even where the sign is open.
 
 A claim is ``supported`` when all its conditions hold, ``not supported`` when any fails,
 ``inconclusive`` otherwise, and ``not run`` when a row it needs has no result at that
@@ -386,6 +388,14 @@ class ConditionResult:
         return (i is not None and i.mde is not None and i.mde > 0 and self.paper_margin is not None
                 and i.mde > abs(self.paper_margin))
 
+    @property
+    def below_papers_effect(self) -> bool:
+        """The paper's own effect lies beyond the whole 95% interval, on the side of the claim: the
+        effect here is smaller than the paper's (whatever the outcome on the threshold itself)."""
+        i = self.interval
+        return (i is not None and i.high is not None and bool(i.se) and self.paper_margin is not None
+                and self.paper_margin > 0 and i.high < self.condition.threshold + self.paper_margin)
+
 
 @dataclass(frozen=True)
 class SignalResult:
@@ -489,6 +499,12 @@ def _fmt_ci(i: Interval) -> str:
     return f"{i.estimate:+.2f}, 95% CI [{i.low:+.2f}, {i.high:+.2f}]"
 
 
+def _below(r: ConditionResult) -> str:
+    f = (lambda x: f"{x:.3g} (log)") if r.condition.log else (lambda x: f"{x:.3g}")
+    return (f"{r.condition.text}: interval up to {f(r.interval.high - r.condition.threshold)}, "
+            f"smaller than the paper's ({f(r.paper_margin)})")
+
+
 def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = None, *,
              paper: Values | None = None, gate: bool = False) -> Verdict:
     """The verdict of ``claim`` on ``values`` (one table, one profile, one metric).
@@ -539,6 +555,10 @@ def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = No
                 reason += ("; cannot decide at this number of seeds: the minimum detectable effect exceeds the "
                            "paper's margin (" + "; ".join(f"{r.condition.text}: {r.interval.mde:.3g} > "
                                                            f"{abs(r.paper_margin):.3g}" for r in short) + ")")
+            smaller = [r for r in inside if r.below_papers_effect]
+            if smaller:
+                reason += ("; the effect here is smaller than the paper's: its 95% interval lies below the "
+                           "paper's margin (" + "; ".join(_below(r) for r in smaller) + ")")
             verdict = "inconclusive"
     elif all(r.band == 0.0 for r in results):
         verdict, reason = "supported", "every condition holds (exact values: no noise band)"

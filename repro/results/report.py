@@ -219,6 +219,8 @@ def _evidence_md(v: Verdict, table: Table) -> list[str]:
         paper = "-" if r.paper_margin is None else f(r.paper_margin) + (" (log)" if log else "")
         outcome = r.outcome + (" (cannot decide at this number of seeds)" if r.outcome == "inconclusive"
                                and r.undecidable else "")
+        if r.outcome in ("holds", "inconclusive") and r.below_papers_effect:
+            outcome += " (smaller than the paper's effect)"
         estimate = fmt(r.shown, 3)
         lines.append(f"| {r.condition.text} | {estimate} | {ci} | {mde} | {paper} | {i.method} | {outcome} |")
     return lines

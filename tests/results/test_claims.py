@@ -245,6 +245,37 @@ def test_mde_above_the_papers_margin_says_the_seeds_cannot_decide(tmp_path):
     assert v.verdict == "inconclusive" and "cannot decide at this number of seeds" in v.reason
 
 
+def test_an_interval_below_the_papers_effect_says_the_effect_is_smaller_here(tmp_path):
+    """Inconclusive on the sign, yet decided on the size: the paper's 3.90-point drop without Synced BN
+    lies above the whole interval, so the effect here is smaller than the paper's."""
+    claim = next(c for c in load_claims().claims if c.id == "syncbn-critical")
+    table = load_table("t01")
+    paper = paper_values(table, "top1")
+
+    def result(syncbn, bn):
+        root = tmp_path / f"{syncbn[0]}-{bn[0]}"
+        write_runs(root, "t01", "cpu", {**T1_BASE, "syncbn-syncbn": syncbn, "bn-bn": bn})
+        v = evaluate(claim, measured_values(table, "cpu", collect(table, "cpu", root), "top1"), "cpu", paper=paper)
+        return v, v.results[0]
+
+    # differences +0.5, -0.3: mean 0.1, s = 0.566, 95% interval 0.1 +- 12.71 * 0.4 = [-4.98, 5.18]
+    v, r = result([90.5, 91.7], [90.0, 92.0])
+    assert r.outcome == "inconclusive" and r.interval.high > r.paper_margin
+    assert not r.below_papers_effect and "smaller than the paper's" not in v.reason
+    # differences +0.5, +0.3: [-0.87, 1.67], all of it below 3.90
+    v, r = result([90.5, 92.3], [90.0, 92.0])
+    assert r.paper_margin == pytest.approx(88.06 - 84.16)
+    assert r.outcome == "inconclusive" and r.interval.high == pytest.approx(0.4 + 12.706205 * 0.1, rel=1e-5)
+    assert r.below_papers_effect
+    assert v.verdict == "inconclusive" and "smaller than the paper's (3.9)" in v.reason
+    # a condition that holds can still fall short of the paper's size: differences +1.0, +1.1, [0.41, 1.69]
+    v, r = result([91.0, 93.1], [90.0, 92.0])
+    assert r.outcome == "holds" and r.below_papers_effect and v.verdict == "supported"
+    # without the paper's values there is nothing to compare with
+    v = evaluate(claim, measured_values(table, "cpu", collect(table, "cpu", tmp_path / "91.0-90.0"), "top1"), "cpu")
+    assert not v.results[0].below_papers_effect
+
+
 # --------------------------------------------------------------------------- the learning-signal gate
 
 
