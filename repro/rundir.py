@@ -41,7 +41,11 @@ def read_json(path: Path) -> dict | None:
 
 
 def git_commit(repo: Path = REPO) -> dict:
-    """Commit and dirty flag of the git checkout ``repo`` (None for each when git cannot say)."""
+    """Commit and dirty flag of the git checkout ``repo`` (None for each when git cannot say).
+
+    Dirty means uncommitted changes to tracked files outside ``results/``: that tree holds run
+    records and rendered reports, which a campaign changes as it goes (a re-rendered report, a
+    finished run set aside to rerun) without changing the code a run executes."""
 
     def git(*args):
         try:
@@ -51,7 +55,7 @@ def git_commit(repo: Path = REPO) -> dict:
             return None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results") if commit else None
     return {"commit": commit or None, "dirty": bool(status) if status is not None else None}
 
 

@@ -109,3 +109,28 @@ def test_a_record_replaced_after_it_read_well_is_read_again(tmp_path):
     (d / "next.json").write_text("[1]")
     (d / "next.json").replace(d / "final.json")  # a new file in its place (a new inode)
     assert rundir.run_status(d) == "corrupt" and "not a mapping" in rundir.corrupt_error(d)
+
+
+def test_the_dirty_flag_is_about_code_not_the_run_records_under_results(tmp_path):
+    """A campaign re-renders its report and reruns a run by setting its directory aside: neither
+    changes the code a run executes, so neither marks the next runs' records dirty."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "repro").mkdir()
+    (tmp_path / "repro" / "core.py").write_text("x = 1\n")
+    record = tmp_path / "results" / "cpu" / "t01" / "run" / "final.json"
+    record.parent.mkdir(parents=True)
+    record.write_text("{}\n")
+    (tmp_path / "results" / "cpu" / "report.md").write_text("old\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    assert rundir.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "cpu" / "report.md").write_text("re-rendered\n")
+    record.unlink()  # a finished run set aside to run again
+    assert rundir.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "repro" / "core.py").write_text("x = 2\n")
+    assert rundir.git_commit(tmp_path)["dirty"] is True
