@@ -21,6 +21,7 @@ import pandas as pd
 from ..atomic import atomic_write
 from ..grid import load_table
 from ..paths import REPO
+from .claims import CONTROL_ROW
 
 
 def paper_curves() -> pd.DataFrame:
@@ -35,13 +36,21 @@ def paper_curves() -> pd.DataFrame:
 
 
 def reproduced_points(results_dir: Path) -> pd.DataFrame:
-    """(method, bn_batch, top1, top1_std, profile) of every finished Table 4 row, all profiles."""
+    """(method, bn_batch, top1, top1_std, profile) of every finished Table 4 row, all profiles.
+
+    The ``random-init`` control (a reduced scale's untrained model) has no BN batch of its own:
+    it comes as method ``random-init`` with bn_batch NA, drawn as a level across the panel."""
     frames = []
     for csv in sorted(Path(results_dir).glob("table4*.csv")):
         if csv.name.endswith("_runs.csv"):
             continue
         df = pd.read_csv(csv)
-        df = df[df["top1"].notna() & df["row"].str.fullmatch(r"[a-z]+-\d+")]  # BN-batch rows (not the control)
+        df = df[df["top1"].notna()]
+        control = df[df["row"] == CONTROL_ROW]
+        df = df[df["row"].str.fullmatch(r"[a-z]+-\d+")]  # BN-batch rows
+        if not control.empty:
+            frames.append(pd.DataFrame({"method": CONTROL_ROW, "bn_batch": pd.NA, "top1": control["top1"],
+                                        "top1_std": control.get("top1_std"), "profile": control["profile"]}))
         if df.empty:
             continue
         split = df["row"].str.rsplit("-", n=1, expand=True)
@@ -73,7 +82,12 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
         for method, g in group.groupby("method"):
             g = g.sort_values("bn_batch")
             label = names.get(method, method)
-            if profile == "paper":
+            if method == CONTROL_ROW:  # the untrained model: a level, with its seed-to-seed spread
+                y, sd = g["top1"].iloc[0], pd.to_numeric(g["top1_std"], errors="coerce").iloc[0]
+                if pd.notna(sd):
+                    ax.axhspan(y - sd, y + sd, color="0.5", alpha=0.15, lw=0)
+                ax.axhline(y, color="0.4", ls="--", lw=1, label="random init (control, never trained)")
+            elif profile == "paper":
                 ax.plot(g["bn_batch"], g["top1"], "-o", color=colors.get(method), label=f"{label} (paper)")
             else:
                 ax.errorbar(g["bn_batch"], g["top1"], yerr=pd.to_numeric(g["top1_std"], errors="coerce"), fmt="-s",

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from repro.grid import expand, load_table
 from repro.results import figures as fig3
 from repro.results.collect import render
@@ -51,6 +53,35 @@ def test_changed_table4_result_changes_the_figure_input_and_nothing_else_does(tm
 
     paths = fig3.draw(changed, tmp_path / "fig")
     assert all(p.stat().st_size > 1000 for p in paths) and [p.suffix for p in paths] == [".png", ".pdf"]
+
+
+def test_the_control_is_a_level_on_its_profiles_panel(tmp_path, monkeypatch):
+    """A reduced scale's random-init control is drawn across the panel, not as a BN-batch point."""
+    runs_root, out = tmp_path / "runs", tmp_path / "out"
+    runs = {(r.row, r.seed): r for r in expand(load_table("t04"), "cpu")}
+    for seed, (trained, control) in enumerate([(88.0, 80.0), (90.0, 82.0)]):
+        finish(runs_root, runs[("ours-32", seed)], trained)
+        finish(runs_root, runs[("random-init", seed)], control)
+    render("t04", "cpu", runs_root, out_dir=out)
+    data = fig3.figure_data(out)
+    mine = data[data.profile == "cpu"]
+    (level,) = mine[mine.method == "random-init"].itertuples()
+    assert level.top1 == 81.0 and level.top1_std == 1.4142135623730951 and level.bn_batch is pd.NA
+    assert mine[mine.method == "ours"].bn_batch.tolist() == [32]
+
+    import matplotlib.pyplot as plt
+
+    kept = []  # keep the drawn figure open, to look at its lines
+    monkeypatch.setattr(plt, "close", kept.append)
+    paths = fig3.draw(data, tmp_path / "fig")
+    assert all(p.stat().st_size > 1000 for p in paths)
+    panel = kept[0].axes[1]
+    assert panel.get_title() == "reproduced: profile cpu"
+    (level_line,) = [line for line in panel.get_lines() if line.get_label().startswith("random init")]
+    assert level_line.get_label() == "random init (control, never trained)"
+    assert list(level_line.get_ydata()) == [81.0, 81.0]
+    monkeypatch.undo()
+    plt.close(kept[0])
 
 
 def test_script_runs_without_results(tmp_path):
