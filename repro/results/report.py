@@ -376,7 +376,7 @@ def _provenance_md(found: dict[tuple[str, str], TableResults], seen: list[str], 
                + (f", first submitted {prov['first_submitted']}, last finished {prov['last_finished']}, "
                   f"wall time {prov['wall_hours']:.2f} h ({prov['train_hours']:.2f} h of training summed over runs)"
                   if "wall_hours" in prov else "")
-               + ("; code: " + ", ".join(f"commit `{k}` ({n} runs)" for k, n in prov["commits"].items())
+               + ("; code: " + ", ".join(f"commit `{k}` ({n} run{'' if n == 1 else 's'})" for k, n in prov["commits"].items())
                   if prov["commits"] else "")
                + (f"; hosts: {', '.join(prov['hosts'])}" if prov["hosts"] else "") + "."]
         for root, m in prov["machines"].items():
