@@ -120,9 +120,14 @@ class TrainConfig:
     # Pre-training: samples per process = the batch a (non-synced) BN sees. Fine-tuning: the
     # micro-batch (what one forward pass and its BN see).
     bn_batch_size: int = field(default=32, metadata={"ignored_by": ("detection",)})
-    # Pre-training processes (GPUs): global batch = bn_batch_size * world_size. Fine-tuning runs one
-    # process; detection's GPUs are detection.gpus.
+    # Pre-training processes: global batch = bn_batch_size * devices * world_size. Fine-tuning runs
+    # one process; detection's GPUs are detection.gpus.
     world_size: int = _pretrain_only(1)
+    # Emulated devices per process (repro/core/devices.py): each has its own bn_batch_size images,
+    # and its own BN statistics and Momentum BN history, as one GPU of the paper's runs; Synced BN
+    # spans all devices of all processes. 64 devices in 1 process reproduce Table 1's 64 GPUs' BN
+    # statistics exactly (not their wall-clock time).
+    devices: int = field(default=1, metadata={"semantic": "unless_default", "ignored_by": ("finetune", "detection")})
     max_steps: int | None = _pretrain_only(None)  # stop early (smoke profiles); the schedules still span all epochs
     seed: int = 0
     threads: int | None = _plain(None)  # torch threads per process; None: SLURM_CPUS_PER_TASK or 1
@@ -138,8 +143,13 @@ class TrainConfig:
     compile: bool = _pretrain_only(False, semantic=False)  # torch.compile the student's forward (a speed option)
 
     @property
+    def process_batch_size(self) -> int:
+        """Images per process and step: its devices' batches together."""
+        return self.bn_batch_size * self.devices
+
+    @property
     def global_batch_size(self) -> int:
-        return self.bn_batch_size * self.world_size
+        return self.bn_batch_size * self.devices * self.world_size
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ Norms (SPEC §1, §5): the student's BNs are ``bn`` (per process) or ``syncbn``;
 teacher's are ``bn``, ``syncbn``, ``mbn`` (Momentum BN: every BN of the teacher,
 projector included) or ``eman`` (plain BN in eval mode whose statistics are an EMA of the
 student's, Cai et al. 2021).
+
+Emulated devices (``devices`` > 1, :mod:`.devices`): every norm but Synced BN keeps one set of
+statistics per device and normalises each device's images alone, as on that many GPUs; Synced
+BN's statistics are over every device's images.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import convert_to_device_bn
 from .ema import ema_update
 from .heads import Branch
 from .momentum_bn import convert_to_momentum_bn, deferred_update, set_alpha
@@ -61,23 +66,29 @@ class StudentTeacher(nn.Module):
         student_norm: str = "bn",
         teacher_norm: str = "mbn",
         variance: str = "reference",
+        devices: int = 1,
     ):
         super().__init__()
         if student_norm not in STUDENT_NORMS:
             raise ValueError(f"student_norm must be one of {STUDENT_NORMS}, got {student_norm!r}")
         if teacher_norm not in TEACHER_NORMS:
             raise ValueError(f"teacher_norm must be one of {TEACHER_NORMS}, got {teacher_norm!r}")
-        self.student_norm, self.teacher_norm = student_norm, teacher_norm
+        self.student_norm, self.teacher_norm, self.devices = student_norm, teacher_norm, devices
         # The teacher starts as an exact copy of the student (plain BN on both), then each
         # side's BNs are swapped; the swaps copy parameters and statistics.
         teacher = Branch(copy.deepcopy(encoder), copy.deepcopy(projector))
         student = Branch(encoder, projector, predictor)
         if student_norm == "syncbn":
             student = convert_to_sync_bn(student)
+        else:
+            student = convert_to_device_bn(student, devices)
         if teacher_norm == "syncbn":
             teacher = convert_to_sync_bn(teacher)
         elif teacher_norm == "mbn":
-            teacher = convert_to_momentum_bn(teacher, variance=variance)
+            teacher = convert_to_momentum_bn(teacher, variance=variance, devices=devices)
+        elif teacher_norm == "bn" or student_norm == "bn":
+            # EMAN's eval-mode statistics follow the student's: per device when the student's are.
+            teacher = convert_to_device_bn(teacher, devices)
         self.student, self.teacher = student, teacher
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -26,6 +26,10 @@ committed depends on the context:
 Under autocast (bf16 / fp16) the batch statistics, the history and the parked statistics
 stay in float32; only the normalised output takes the activation's dtype.
 
+Emulated devices (``devices`` > 1, :mod:`repro.core.devices`): the layer keeps one history per
+device, as the reference code keeps one per GPU (SPEC §1), and normalises each device's images
+(device-minor batch order) with that device's batch statistics and history.
+
 Eval mode normalises with the history and never changes a buffer. Everything needed to
 resume exactly (history, alpha, pending statistics) is a buffer, so it lives in the
 state dict; the layer keeps no counters of its own (the loop passes alpha in with
@@ -40,6 +44,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .devices import as_devices, repeated, slice_state
 
 VARIANCES = ("reference", "biased")
 
@@ -59,12 +65,16 @@ def normalize(x, mean, var, weight, bias, eps: float) -> torch.Tensor:
 
 class _MomentumBatchNorm(nn.Module):
     _expected_dims: tuple[int, ...] = ()
+    per_device = ("running_mean", "running_var", "pending_mean", "pending_var")  # one slice per device
 
-    def __init__(self, num_features: int, eps: float = 1e-5, variance: str = "reference"):
+    def __init__(self, num_features: int, eps: float = 1e-5, variance: str = "reference", devices: int = 1):
         super().__init__()
         if variance not in VARIANCES:
             raise ValueError(f"variance must be one of {VARIANCES}, got {variance!r}")
+        if devices < 1:
+            raise ValueError(f"devices must be at least 1, got {devices}")
         self.num_features = num_features
+        self.devices = devices
         self.eps = eps
         # FIDELITY: "reference" is the authors' code: torch.var (unbiased) times n/(n-1)
         # once more, i.e. biased_var * (n/(n-1))**2, for normalising and for the history.
@@ -72,11 +82,12 @@ class _MomentumBatchNorm(nn.Module):
         self.variance = variance
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        # Per device (flat, device k at [k * C, (k + 1) * C)): history and parked statistics.
+        self.register_buffer("running_mean", torch.zeros(devices * num_features))
+        self.register_buffer("running_var", torch.ones(devices * num_features))
         self.register_buffer("alpha", torch.tensor(1.0))
-        self.register_buffer("pending_mean", torch.zeros(num_features))
-        self.register_buffer("pending_var", torch.zeros(num_features))
+        self.register_buffer("pending_mean", torch.zeros(devices * num_features))
+        self.register_buffer("pending_var", torch.zeros(devices * num_features))
         self.register_buffer("pending_count", torch.tensor(0, dtype=torch.long))
         self.deferring = False  # set only by deferred_update(); a plain flag, not state
         # pending_count mirrored on the host, so the step never reads a device tensor
@@ -85,10 +96,12 @@ class _MomentumBatchNorm(nn.Module):
         self.pending_views = 0
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps}, variance={self.variance!r}"
+        devices = f", devices={self.devices}" if self.devices > 1 else ""
+        return f"{self.num_features}, eps={self.eps}, variance={self.variance!r}{devices}"
 
     def batch_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel mean and variance of ``x`` under this layer's variance convention."""
+        """Per-channel mean and variance of ``x`` under this layer's variance convention
+        (``x`` already in the per-device layout of :func:`devices.as_devices`)."""
         n = x.numel() // x.shape[1]
         if n < 2:
             raise ValueError(
@@ -122,17 +135,17 @@ class _MomentumBatchNorm(nn.Module):
                 f"{type(self).__name__} expects a {' or '.join(map(str, self._expected_dims))}-d "
                 f"input, got shape {tuple(x.shape)}"
             )
+        shape, x = x.shape, as_devices(x, self.devices)
+        weight, bias = repeated(self.weight, self.devices), repeated(self.bias, self.devices)
         if not self.training:
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
-            )
+            return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, False, 0.0, self.eps).reshape(shape)
         mean_b, var_b = self.batch_stats(x)
         # alpha * stat_B + (1 - alpha) * R in one op each (in the history's dtype, which
         # differs from x's under autocast).
         dtype = self.running_mean.dtype
         mean = torch.lerp(self.running_mean, mean_b.to(dtype), self.alpha)
         var = torch.lerp(self.running_var, var_b.to(dtype), self.alpha)
-        out = normalize(x, mean, var, self.weight, self.bias, self.eps)
+        out = normalize(x, mean, var, weight, bias, self.eps).reshape(shape)
         with torch.no_grad():
             if self.deferring:
                 self.pending_mean.add_(mean_b.detach())
@@ -168,6 +181,12 @@ class _MomentumBatchNorm(nn.Module):
         self.pending_var.zero_()
         self.pending_count.zero_()
         self.pending_views = 0
+
+    def plain(self, k: int) -> "_MomentumBatchNorm":
+        """Device ``k``'s layer alone (one device), with its history and parked statistics."""
+        new = type(self)(self.num_features, eps=self.eps, variance=self.variance)
+        new.load_state_dict(slice_state(self, k, self.state_dict()))
+        return new.to(self.weight.device).train(self.training)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -235,34 +254,34 @@ _BN_TYPES = {
 }
 
 
-def convert_to_momentum_bn(module: nn.Module, variance: str = "reference") -> nn.Module:
+def convert_to_momentum_bn(module: nn.Module, variance: str = "reference", devices: int = 1) -> nn.Module:
     """Replace every BatchNorm1d/2d in ``module`` by Momentum BN (SPEC §1: every BN of the teacher).
 
     Parameters and running statistics are copied (the running statistics become the
-    history). Returns the converted module; the input module is converted in place where
+    history, of every device when ``devices`` > 1). Returns the converted module; the input module is converted in place where
     possible, like ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
     """
-    new = _convert_one(module, variance)
+    new = _convert_one(module, variance, devices)
     if new is not module:
         return new
     for name, child in module.named_children():
-        setattr(module, name, convert_to_momentum_bn(child, variance))
+        setattr(module, name, convert_to_momentum_bn(child, variance, devices))
     return module
 
 
-def _convert_one(module: nn.Module, variance: str) -> nn.Module:
+def _convert_one(module: nn.Module, variance: str, devices: int) -> nn.Module:
     # Exact types only: SyncBatchNorm subclasses _BatchNorm but not BatchNorm1d/2d.
     cls = _BN_TYPES.get(type(module))
     if cls is None:
         return module
     if not module.affine or not module.track_running_stats:
         raise ValueError(f"cannot convert {module}: needs affine=True and track_running_stats=True")
-    new = cls(module.num_features, eps=module.eps, variance=variance)
+    new = cls(module.num_features, eps=module.eps, variance=variance, devices=devices)
     with torch.no_grad():
         new.weight.copy_(module.weight)
         new.bias.copy_(module.bias)
-        new.running_mean.copy_(module.running_mean)
-        new.running_var.copy_(module.running_var)
+        new.running_mean.copy_(repeated(module.running_mean, devices))
+        new.running_var.copy_(repeated(module.running_var, devices))
     new.weight.requires_grad_(module.weight.requires_grad)
     new.bias.requires_grad_(module.bias.requires_grad)
     new.to(module.weight.device, module.weight.dtype)

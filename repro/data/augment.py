@@ -253,32 +253,43 @@ class TwoViewDataset(Dataset):
 
 
 class ResumableSampler(Sampler[int]):
-    """Per-epoch seeded permutation, sharded across ranks, that can resume mid-epoch.
+    """Per-epoch seeded permutation, sharded across devices, that can resume mid-epoch.
 
-    Like DistributedSampler, rank r takes positions r, r + world_size, ... of the epoch's
-    permutation; so global batch k (all ranks' k-th batches together) is exactly the permutation
-    slice [k * G, (k + 1) * G) with G = world_size * per_rank_batch_size, whatever the rank count.
-    The tail that does not fill a global batch is dropped (drop_last, the training loop's only
-    use), so every rank yields `steps_per_epoch(dataset_len, G)` full batches.
+    Like DistributedSampler, device d (of world_size x devices) takes positions d, d + D, ... of
+    the epoch's permutation (D devices in all); so global batch k (all devices' k-th batches
+    together) is exactly the permutation slice [k * B, (k + 1) * B) with
+    B = D * per_rank_batch_size, whatever the process and device counts. The tail that does not
+    fill a global batch is dropped (drop_last, the training loop's only use), so every process
+    yields `steps_per_epoch(dataset_len, B)` full batches.
 
-    `set_epoch(epoch, start_batch=k)` skips each rank's first k batches: a run checkpointed after k
-    steps of an epoch resumes with exactly the batches the uninterrupted run would have seen next.
-    Use with `DataLoader(dataset, batch_size=per_rank_batch_size, sampler=sampler)`.
+    A process holds `devices` emulated devices (`repro.core.devices`): process p's devices are
+    d = p * devices + k, and its batch of `devices * per_rank_batch_size` images is in
+    device-minor order (device k's j-th image at position j * devices + k), the layout its BN
+    layers split for free. So device k of process p sees exactly the images that rank
+    p * devices + k of a one-device run would.
+
+    `set_epoch(epoch, start_batch=k)` skips each process's first k batches: a run checkpointed
+    after k steps of an epoch resumes with exactly the batches the uninterrupted run would have
+    seen next. Use with `DataLoader(dataset, batch_size=process_batch_size, sampler=sampler)`.
     """
 
     def __init__(self, dataset_len: int, *, rank: int, world_size: int, seed: int,
-                 per_rank_batch_size: int) -> None:
+                 per_rank_batch_size: int, devices: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside [0, {world_size})")
+        if devices < 1:
+            raise ValueError(f"devices must be at least 1, got {devices}")
         self.dataset_len = dataset_len
         self.rank = rank
         self.world_size = world_size
+        self.devices = devices
         self.seed = seed
         self.per_rank_batch_size = per_rank_batch_size
+        self.process_batch_size = per_rank_batch_size * devices
         self.epoch = 0
         self.start_batch = 0
-        self.num_batches = steps_per_epoch(dataset_len, world_size * per_rank_batch_size)
-        self._rank_len = self.num_batches * per_rank_batch_size
+        self.num_batches = steps_per_epoch(dataset_len, world_size * self.process_batch_size)
+        self._rank_len = self.num_batches * self.process_batch_size
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's permutation; skip this rank's first `start_batch` batches."""
@@ -291,11 +302,14 @@ class ResumableSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         permutation = torch.randperm(self.dataset_len, generator=generator)
         used_len = self._rank_len * self.world_size  # at most dataset_len: full global batches only
-        return permutation[self.rank:used_len:self.world_size]
+        # Row m of this view holds positions m * D .. m * D + D - 1, one per device: process p
+        # takes its devices' columns, row after row (device-minor order).
+        rows = permutation[:used_len].view(-1, self.world_size, self.devices)
+        return rows[:, self.rank, :].reshape(-1)
 
     def __iter__(self) -> Iterator[int]:
-        skipped = self.start_batch * self.per_rank_batch_size
+        skipped = self.start_batch * self.process_batch_size
         return iter(self._rank_indices()[skipped:].tolist())
 
     def __len__(self) -> int:
-        return max(0, self._rank_len - self.start_batch * self.per_rank_batch_size)
+        return max(0, self._rank_len - self.start_batch * self.process_batch_size)

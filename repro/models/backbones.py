@@ -69,8 +69,10 @@ def build_student_teacher(
     small_stem: bool = False,
     hidden_dim: int | None = None,
     projection_dim: int | None = None,
+    devices: int = 1,
 ) -> StudentTeacher:
-    """A ResNet student-teacher pair with the paper's head sizes unless given."""
+    """A ResNet student-teacher pair with the paper's head sizes unless given; ``devices``
+    emulated devices per process (``repro.core.devices``)."""
     encoder = resnet(arch, width=width, small_stem=small_stem)
     default_hidden, default_out = HEAD_SIZES[arch]
     hidden = hidden_dim or default_hidden
@@ -82,6 +84,7 @@ def build_student_teacher(
         student_norm=student_norm,
         teacher_norm=teacher_norm,
         variance=variance,
+        devices=devices,
     )
 
 
@@ -111,10 +114,13 @@ def model_from_config(cfg) -> StudentTeacher | MoCo:
     common = dict(teacher_norm=m.teacher_norm, variance=m.variance, width=m.width, small_stem=m.small_stem,
                   hidden_dim=m.hidden_dim, projection_dim=m.projection_dim)
     if cfg.method.framework == "moco":
+        if cfg.train.devices > 1:
+            raise ValueError("MoCo's shuffling BN across emulated devices is not built: set train.devices: 1 "
+                             "for method.framework: moco (one process per GPU)")
         if m.student_norm != "bn":
             raise ValueError("MoCo's query encoder uses plain BN here (model.student_norm: bn)")
         return build_moco(m.arch, queue_size=cfg.method.queue_size, temperature=cfg.method.temperature,
                           seed=cfg.train.seed, **common)
     if m.teacher_norm == "shuffle":
         raise ValueError("model.teacher_norm: shuffle is MoCo's shuffling BN: set method.framework: moco")
-    return build_student_teacher(m.arch, student_norm=m.student_norm, **common)
+    return build_student_teacher(m.arch, student_norm=m.student_norm, devices=cfg.train.devices, **common)

@@ -2,7 +2,10 @@
 
 A checkpoint holds only tensors, numbers, strings and plain containers, so it loads with
 ``torch.load(weights_only=True)``. Besides the model and optimizer it keeps every
-process's buffers: Momentum BN histories (and BN statistics) differ per process.
+device's buffers: Momentum BN histories (and BN statistics) differ per device. With emulated
+devices (``train.devices``) a checkpoint has the form of a one-device run of as many processes
+as devices in all: ``model`` is device 0's (what a transfer exports), ``rank_buffers[d]`` is
+device ``d = process * devices + k``'s.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from ..atomic import atomic_write
+from ..core.devices import device_buffers, device_state_dict, devices_of, load_devices_state
 
 KEEP = 2  # checkpoints kept per run
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -51,13 +55,10 @@ def final_record(run_dir: Path) -> dict:
     return {"final_checkpoint": found[-1].relative_to(run_dir).as_posix(), "final_checkpoint_sha256": sha256(found[-1])}
 
 
-def _buffers(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.named_buffers()}
-
-
 def save(run_dir: Path, model, optimizer, step: int, *, rank: int, world_size: int) -> None:
     """Collective when distributed: every rank must call it at the same step."""
-    buffers = _buffers(model)
+    devices = devices_of(model)
+    buffers = [device_buffers(model, k) for k in range(devices)]
     if world_size > 1:
         gathered: list = [None] * world_size
         dist.all_gather_object(gathered, buffers)
@@ -67,9 +68,10 @@ def save(run_dir: Path, model, optimizer, step: int, *, rank: int, world_size: i
         state = {
             "step": step,
             "world_size": world_size,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "devices": devices,
+            "model": {k: v.detach().cpu() for k, v in device_state_dict(model, 0).items()},
             "optimizer": optimizer.state_dict(),
-            "rank_buffers": gathered,
+            "rank_buffers": [own for process in gathered for own in process],
         }
         path = Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
         atomic_write(path, lambda f: torch.save(state, f))
@@ -104,15 +106,13 @@ def resume(run_dir: Path, model, optimizer, *, rank: int, world_size: int) -> in
     if not found:
         return 0
     state = load(found[-1])
-    if state["world_size"] != world_size:
+    devices = devices_of(model)
+    written = (state["world_size"], state.get("devices", 1))  # checkpoints before devices: 1
+    if written != (world_size, devices):
         raise CheckpointError(
-            f"{found[-1]}: written by {state['world_size']} processes, resumed with {world_size}; "
-            f"resume with the same world size"
+            f"{found[-1]}: written by {written[0]} processes x {written[1]} devices, resumed with "
+            f"{world_size} x {devices}; resume with the same train.world_size and train.devices"
         )
-    model.load_state_dict(state["model"])
-    own = state["rank_buffers"][rank]
-    with torch.no_grad():
-        for name, buf in model.named_buffers():
-            buf.copy_(own[name])
+    load_devices_state(model, state["model"], state["rank_buffers"][rank * devices:(rank + 1) * devices])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])

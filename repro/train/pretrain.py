@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from ..config import RunConfig
 from ..core import schedules
 from ..core.lars import LARS, lars_param_groups
+from ..core.devices import single_device
 from ..core.momentum_bn import momentum_bn_layers
 from ..data.augment import AUGMENTATIONS, ResumableSampler, TwoViewDataset
 from ..data.datasets import build_dataset, dataset_stats, split_for
@@ -82,7 +83,7 @@ def _two_view_data(cfg: RunConfig, rank: int) -> tuple[TwoViewDataset, Resumable
     dataset = TwoViewDataset(base, t1, t2, seed=cfg.train.seed)
     sampler = ResumableSampler(
         len(dataset), rank=rank, world_size=cfg.train.world_size, seed=cfg.train.seed,
-        per_rank_batch_size=cfg.train.bn_batch_size,
+        per_rank_batch_size=cfg.train.bn_batch_size, devices=cfg.train.devices,
     )
     return dataset, sampler
 
@@ -94,7 +95,7 @@ def _epoch_loader(dataset: TwoViewDataset, sampler: ResumableSampler, cfg: RunCo
     dataset.set_epoch(epoch)
     sampler.set_epoch(epoch, start_batch=start_batch)
     return iter(DataLoader(
-        dataset, batch_size=cfg.train.bn_batch_size, sampler=sampler, drop_last=True,
+        dataset, batch_size=cfg.train.process_batch_size, sampler=sampler, drop_last=True,
         num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
     ))
 
@@ -105,7 +106,7 @@ def pretrain(
     """Pre-train per ``cfg`` in ``run_dir`` (resuming from its last checkpoint).
 
     Returns the training summary (steps, seconds per iteration, final loss) and the model on
-    every rank; rank 0 also writes ``checkpoints/`` and ``metrics.jsonl``. ``stop_at_step`` ends
+    every rank (device 0's, with emulated devices: what is probed); rank 0 also writes ``checkpoints/`` and ``metrics.jsonl``. ``stop_at_step`` ends
     the loop early after checkpointing, as a preemption would (used by the resume tests).
     """
     run_dir = Path(run_dir)
@@ -170,7 +171,8 @@ def pretrain(
     if bar is not None:
         bar.close()
     metrics.close()
-    return _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, marks, t_start), model
+    summary = _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, marks, t_start)
+    return summary, single_device(model, 0)
 
 
 def _model_and_optimizer(cfg: RunConfig, run_dir: Path, device, memory_format, rank: int):
@@ -228,6 +230,7 @@ def _summary(cfg: RunConfig, model, device, step: int, total_steps: int, spe: in
         "sec_per_iter": _sec_per_iter(marks, cfg.train.timing_warmup),
         "train_wall_s": time.time() - t_start,
         "world_size": cfg.train.world_size,
+        "devices": cfg.train.devices,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "teacher_momentum_bn_layers": sum(1 for _ in momentum_bn_layers(model.teacher)),
