@@ -11,10 +11,13 @@ Checks (each prints PASS or FAIL; the exit status is 1 if any fails):
     (student bn / syncbn, teacher bn / syncbn / mbn) on CUDA with NCCL, in 1 process and, with
     2+ GPUs, in 2, at the chosen train.precision / channels_last / compile, with a finite loss;
   * one step of the loop's own step function (repro.train.step.train_step) synchronises with
-    the host 0 times (torch.cuda.set_sync_debug_mode; fp16's grad scaler reads once by design).
+    the host 0 times (torch.cuda.set_sync_debug_mode; fp16's grad scaler reads once by design);
+  * emulated devices (train.devices): 4 devices of BN and of Momentum BN on CUDA equal 4 CPU
+    float64 layers, one per device, and the loop runs every norm mode in 1 process x 4 devices.
 A diagnostic counts host-device synchronisations in one Momentum BN teacher forward. Then
 the figures of bench_momentum_bn.py (step bn vs mbn, layer alone) and bench_floor.py
-(floor and efficiency, EMA foreach vs loops) on the GPU.
+(floor and efficiency, EMA foreach vs loops) on the GPU, and bench_devices.py at Table 1's
+paper-1x64 shape (64 devices x 32 images at 96 px against plain BN over 2,048; 40+ GiB GPUs).
 
     python bench/gpu_check.py [--bf16] [--channels-last] [--compile] [--repeats 20]
 
@@ -41,6 +44,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.testing import assert_close
 
+from bench_devices import compare
 from bench_floor import bench_ema, bench_floor
 from bench_momentum_bn import bench_layer, bench_step
 from repro.grid import expand, load_table
@@ -115,14 +119,14 @@ LOOP_ROWS = ("bn-bn", "bn-mbn", "syncbn-syncbn", "syncbn-mbn")  # Table 1: every
 
 
 def loop_configs(world_size: int, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 steps: int = 4) -> dict:
+                 steps: int = 4, devices: int = 1) -> dict:
     """Table 1's smoke configs, one per norm mode, for ``steps`` steps of the real loop."""
     out = {}
     for run in expand(load_table("t01"), "smoke"):
         if run.row in LOOP_ROWS:
             train = dataclasses.replace(run.config.train, world_size=world_size, max_steps=steps,
                                         precision=precision, channels_last=channels_last, compile=compile,
-                                        checkpoint_every=steps, log_every=2)
+                                        checkpoint_every=steps, log_every=2, devices=devices)
             out[run.row] = dataclasses.replace(run.config, train=train)
     return out
 
@@ -147,8 +151,33 @@ def pretrain_loop_on_cuda(world_size: int, **options) -> None:
             summary = torch.load(os.path.join(tmp, "summary0.pt"))
         assert summary["steps"] == cfg.train.max_steps and summary["device"].startswith("cuda"), (row, summary)
         assert torch.isfinite(torch.tensor(summary["final_loss"])), (row, summary["final_loss"])
-        print(f"INFO  pretrain {row}, {world_size} process(es): {summary['steps']} steps, "
+        print(f"INFO  pretrain {row}, {world_size} process(es) x {cfg.train.devices} device(s): {summary['steps']} steps, "
               f"loss {summary['final_loss']:.4f}, {summary['sec_per_iter']:.4f} s/step")
+
+
+def devices_match_cpu_float64(device: str = "cuda") -> None:
+    """4 emulated devices on CUDA (BN and Momentum BN, lazy update) == one CPU float64 layer per device."""
+    from repro.core.devices import convert_to_device_bn, device_buffers
+    from repro.core.momentum_bn import convert_to_momentum_bn
+
+    g = torch.Generator().manual_seed(0)
+    v1, v2 = (torch.randn(16, 8, 6, 6, generator=g, dtype=torch.float64) * 2 + 1 for _ in range(2))
+    for convert in (convert_to_device_bn, lambda m, d: convert_to_momentum_bn(m, devices=d)):
+        layer = convert(nn.BatchNorm2d(8), 4).double().to(device).train()
+        refs = [(convert(nn.BatchNorm2d(8), 1) if convert is not convert_to_device_bn else nn.BatchNorm2d(8))
+                .double().train() for _ in range(4)]
+        for m in (layer, *refs):
+            set_alpha(m, 0.5)
+        with torch.no_grad(), deferred_update(layer):
+            outs = [layer(v1.to(device)), layer(v2.to(device))]
+        for k, ref in enumerate(refs):
+            with torch.no_grad(), deferred_update(ref):
+                want = [ref(v1[k::4]), ref(v2[k::4])]
+            for got, w in zip(outs, want):
+                assert_close(got[k::4].cpu(), w)
+            own = device_buffers(layer, k)
+            for name, value in ref.named_buffers():
+                assert_close(own[name], value)
 
 
 def train_step_has_no_sync(precision: str = "fp32") -> None:
@@ -250,6 +279,9 @@ def main() -> None:
     check("train_step (fp16, grad scaler) synchronises at most once", lambda: train_step_has_no_sync("fp16"))
     check("pretrain loop on CUDA, 1 process, every Table 1 norm mode",
           lambda: pretrain_loop_on_cuda(1, **loop_options))
+    check("emulated devices on CUDA: 4 devices == 4 CPU float64 layers (BN, Momentum BN)", devices_match_cpu_float64)
+    check("pretrain loop on CUDA, 1 process x 4 emulated devices, every Table 1 norm mode",
+          lambda: pretrain_loop_on_cuda(1, devices=4, **loop_options))
     if torch.cuda.device_count() >= 2:
         check("pretrain loop on CUDA, NCCL world size 2, every Table 1 norm mode",
               lambda: pretrain_loop_on_cuda(2, **loop_options))
@@ -263,6 +295,14 @@ def main() -> None:
                    compile=args.compile, **options)
         bench_floor(arch, int(px), int(batch), args.repeats, sync=torch.cuda.synchronize, **options)
     bench_layer(5 * args.repeats, device="cuda", sync=torch.cuda.synchronize)
+    # Table 1's paper-1x64 profile on this GPU: 64 devices x 32 images of 96 px (2,048 a view)
+    # against plain BN over 2,048: the step time of the one-GPU profile and the devices' overhead.
+    memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if memory >= 40:
+        compare(64, 32, 96, 64, max(3, args.repeats // 4), device="cuda", sync=torch.cuda.synchronize,
+                rows=(("bn", "mbn"),))
+    else:
+        print(f"SKIP  Table 1 paper-1x64 step (64 x 32 at 96 px needs about 17 GiB per model; {memory:.0f} GiB here)")
     for arch in ("resnet18", "resnet50"):
         bench_ema(arch, 5 * args.repeats, device="cuda", sync=torch.cuda.synchronize)
     if FAILED:

@@ -14,7 +14,7 @@ def gpu_check(monkeypatch):
     import gpu_check
 
     yield gpu_check
-    for name in ("gpu_check", "bench_floor", "bench_momentum_bn", "_timing"):
+    for name in ("gpu_check", "bench_floor", "bench_momentum_bn", "bench_devices", "_timing"):
         sys.modules.pop(name, None)
 
 
@@ -33,3 +33,11 @@ def test_without_cuda_it_says_so_and_exits_0(gpu_check, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["gpu_check.py"])
     gpu_check.main()
     assert "no CUDA device here" in capsys.readouterr().out
+
+
+def test_the_devices_check_runs_on_the_cpu_and_its_loop_configs_split_devices(gpu_check):
+    """The CUDA check of emulated devices is device-agnostic: here it runs on the CPU (a wrong
+    per-device layer fails it), and the loop configs carry the asked device count."""
+    gpu_check.devices_match_cpu_float64("cpu")
+    cfgs = gpu_check.loop_configs(1, devices=4)
+    assert {c.train.devices for c in cfgs.values()} == {4}

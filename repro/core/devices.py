@@ -43,7 +43,8 @@ def as_devices(x: torch.Tensor, devices: int) -> torch.Tensor:
 
 def repeated(t: torch.Tensor, devices: int) -> torch.Tensor:
     """A per-channel tensor of one device repeated for every device (``(C,) -> (G * C,)``)."""
-    return t if devices == 1 else t.repeat(devices)
+    # expand + reshape: one copy forward, one sum backward (measured cheaper than repeat / tile)
+    return t if devices == 1 else t.expand(devices, *t.shape).reshape(-1)
 
 
 class _DeviceBatchNorm(nn.Module):

@@ -4,8 +4,10 @@ For every row that pre-trains: the exact resolved config (same model, width, ste
 norms, optimizer and schedules), its figures (global batch, peak lr, m_base after the
 equivalence rule, total and warm-up steps, parameter count, cost estimate), and one real
 optimizer step of the loop's own step function (``train.step.train_step``, LARS or SGD as
-configured) at the row's image size on 2 images per view, which fails on a shape the model
-cannot take. With ``--data-root`` the row's dataset files are checked too.
+configured) at the row's image size on 2 images per view and device, which fails on a shape the
+model cannot take. That step also measures the activations autograd keeps per image, from which
+the memory of one process at the row's full batch is estimated. With ``--data-root`` the row's
+dataset files are checked too.
 
 Then the row runs through the real loop (``train.pretrain.pretrain``) in 2 processes joined
 on gloo, so Synced BN, shuffling BN and Momentum BN really communicate: a few optimizer steps
@@ -51,8 +53,39 @@ class PreflightError(ConfigError):
     """A row of a profile would fail on the cluster; the message names the row."""
 
 
+def _saved_bytes(model, step) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass while ``step()`` runs (each
+    storage counted once, the model's own weights left out): the activations a training step
+    holds at its peak, which grow with the batch."""
+    storages: dict[int, int] = {}
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    return sum(storages.values())
+
+
+def memory_estimate(model, saved_bytes: int, step_images: int, process_images: int) -> float:
+    """GiB of one process at its full batch: the activations kept for backward, measured at
+    ``step_images`` per view and scaled to ``process_images`` (they grow linearly with the
+    batch), plus every weight and, for the student, its gradient and optimizer momentum.
+    Leaves out what depends on the machine (CUDA context, cuDNN workspaces, the allocator's
+    slack)."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    student = sum(p.numel() * p.element_size() for p in model.student.parameters())
+    return (saved_bytes * process_images / step_images + weights + 2 * student) / 2**30
+
+
 def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) -> dict:
-    """The figures of one pre-training row, after one real step; raises PreflightError."""
+    """The figures of one pre-training row, after one real step; raises PreflightError.
+
+    ``probe_images``: images per view and emulated device of that step."""
     cfg = run.config
     where = f"{run.table} --profile {run.profile}, row {run.row}"
     try:
@@ -67,10 +100,14 @@ def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) 
         torch.manual_seed(cfg.train.seed)
         model = model_from_config(cfg).train()
         optimizer = build_optimizer(model, cfg)
-        views = [torch.randn(probe_images, 3, size, size) for _ in range(2)]
+        step_images = probe_images * cfg.train.devices  # every emulated device gets its images
+        views = [torch.randn(step_images, 3, size, size) for _ in range(2)]
         start = time.perf_counter()
-        loss = train_step(model, optimizer, *views, lr=cfg.peak_lr, tau=1 - cfg.m_base, alpha=0.5)
+        losses = []
+        saved = _saved_bytes(model, lambda: losses.append(
+            train_step(model, optimizer, *views, lr=cfg.peak_lr, tau=1 - cfg.m_base, alpha=0.5)))
         seconds = time.perf_counter() - start
+        loss = losses[0]
         if not torch.isfinite(loss):
             raise ValueError(f"the first step's loss is {float(loss)}")
     except (ConfigError, DatasetNotFound, ValueError, RuntimeError) as e:
@@ -79,7 +116,9 @@ def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) 
     return {
         "row": run.row,
         "global_batch": cfg.train.global_batch_size,
-        "per_process": f"{cfg.train.world_size} x {cfg.train.bn_batch_size}",
+        "per_process": (f"{cfg.train.world_size} x {cfg.train.devices} devices x {cfg.train.bn_batch_size}"
+                        if cfg.train.devices > 1 else f"{cfg.train.world_size} x {cfg.train.bn_batch_size}"),
+        "process_memory_gib": memory_estimate(model, saved, step_images, cfg.train.process_batch_size),
         "peak_lr": cfg.peak_lr,
         "m_base": cfg.m_base,
         "total_steps": schedule.total_steps if schedule else None,
@@ -105,9 +144,11 @@ def _free_port() -> int:
 
 
 def loop_batch(cfg) -> int:
-    """The per-process batch of the loop check: the row's, or under LOOP_PIXELS the largest power
-    of two that fits (so a MoCo queue, a power of two, stays a multiple of the global batch)."""
-    fits = max(2, LOOP_PIXELS // cfg.data.image_size**2)
+    """The per-device batch of the loop check: the row's, or, when a process's devices together
+    exceed LOOP_PIXELS, the largest power of two that fits (at least 2 images, so BN has a
+    variance; a power of two keeps a MoCo queue a multiple of the global batch). Every emulated
+    device is kept: the loop runs the row's device split."""
+    fits = max(2, LOOP_PIXELS // (cfg.data.image_size**2 * cfg.train.devices))
     return min(cfg.train.bn_batch_size, 1 << (fits.bit_length() - 1))
 
 
@@ -178,7 +219,8 @@ def check_loop(run: Run, *, data_root: str | None = None, steps: int = LOOP_STEP
     with tempfile.TemporaryDirectory(prefix="repro-preflight-") as tmp:
         tmp = Path(tmp)
         batch = loop_batch(run.config)
-        root = data_root or _write_data(run.config.data.dataset, tmp / "data", 2 * LOOP_PROCESSES * batch)
+        images = 2 * LOOP_PROCESSES * run.config.train.devices * batch  # two global batches
+        root = data_root or _write_data(run.config.data.dataset, tmp / "data", images)
         looped = loop_run(run, root, steps=steps)
         (tmp / "run").mkdir()
         try:
@@ -347,11 +389,14 @@ def preflight(table_name: str, profile: str, *, data_root: str | None = None, lo
         hours = f"{cost.gpu_hours:,.1f} GPU-h" if cost.gpu_hours is not None else "cost unknown"
         out(f"  {fig['row']}: global batch {fig['global_batch']:,} ({fig['per_process']}), peak lr {fig['peak_lr']:.4g}, "
             f"m_base {fig['m_base']:.4g}, steps {fig['total_steps']:,} (warm-up {fig['warmup_steps']:,}), "
-            f"student {fig['params_student'] / 1e6:.2f} M parameters, {hours}")
+            f"student {fig['params_student'] / 1e6:.2f} M parameters, {hours}, "
+            f"about {fig['process_memory_gib']:.1f} GiB per process (activations + weights, estimated)")
         if loop:
             fig.update(check_loop(run, data_root=data_root))
             capped = f" (capped from {run.config.train.bn_batch_size})" if fig["loop_batch"] < run.config.train.bn_batch_size else ""
-            out(f"    loop: {fig['loop_steps']} steps of {LOOP_PROCESSES} x {fig['loop_batch']}{capped}, "
+            devices = f" devices x {fig['loop_batch']}" if run.config.train.devices > 1 else ""
+            split = f"{run.config.train.devices}{devices}" if devices else f"{fig['loop_batch']}"
+            out(f"    loop: {fig['loop_steps']} steps of {LOOP_PROCESSES} x {split}{capped}, "
                 f"{fig['loop_sec_per_step']:.2f} s/step here, loss {fig['loop_loss']:.3f}, peak RSS "
                 f"{fig['max_rss_gib']:.2f} GiB per process; probe pass on {fig['probe_images']} images OK")
         fig["check_s"] = time.perf_counter() - start

@@ -20,6 +20,20 @@ def test_a_t01_paper_row_at_its_real_shapes():
     assert 11e6 < fig["params_student"] < 13e6  # ResNet-18 (11.2 M) + 512 -> 512 -> 128 heads
 
 
+def test_an_emulated_device_profile_keeps_the_paper_s_batch_lr_and_m_base_and_prices_its_memory():
+    """paper-8x8 (8 processes x 8 emulated devices x 32): the paper's global batch, lr and m_base;
+    one process holds 8 devices' images, so its activations are 8 times the paper's process."""
+    emulated = check_row(next(r for r in expand(load_table("t01"), "paper-8x8") if r.row == "bn-mbn"))
+    paper = check_row(t01_paper_row())
+    assert (emulated["global_batch"], emulated["peak_lr"], emulated["m_base"]) == (2048, pytest.approx(0.8), 0.032)
+    assert emulated["per_process"] == "8 x 8 devices x 32"
+    assert (emulated["total_steps"], emulated["warmup_steps"]) == (20_400, 510)
+    weights = 0.173  # GiB: 46.4 M float32 numbers (student and teacher weights, gradients, momentum)
+    assert 0.1 < paper["process_memory_gib"] - weights < 1.0  # 32 images of 96 px
+    assert emulated["process_memory_gib"] - weights == pytest.approx(8 * (paper["process_memory_gib"] - weights),
+                                                                     rel=0.05)
+
+
 def test_a_missing_data_root_fails_in_one_line_naming_the_row(tmp_path):
     run = t01_paper_row()
     with pytest.raises(PreflightError) as e:

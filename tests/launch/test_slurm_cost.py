@@ -110,3 +110,17 @@ def test_a_no_on_the_terminal_submits_nothing_and_yes_confirms(paper_launch, cap
 def test_the_random_init_control_costs_no_step():
     assert cost.gpu_hours(epochs=10, dataset_images=1442, global_batch_size=32, world_size=2, sec_per_iter=0.2,
                           max_steps=0) == (0, 0.0)
+
+
+def test_emulated_device_profiles_cost_the_paper_s_gpu_hours_on_fewer_gpus():
+    """paper-1x64 and paper-8x8 do the paper's work (the same GPU-hours at its per-GPU speed) on
+    1 and 8 GPUs, so one run trains 64 and 8 times as long as the paper's."""
+    table = load_table("t01")
+    paper = {c.run_id.split("-s0")[0]: c for c in cost.estimate(table, expand(table, "paper"))}
+    for profile, gpus, devices in (("paper-1x64", 1, 64), ("paper-8x8", 8, 8)):
+        for c in cost.estimate(table, expand(table, profile)):
+            twin = paper[c.run_id.split("-s0")[0]]
+            assert (c.world_size, c.devices, c.steps) == (gpus, devices, 20_400)
+            assert c.gpu_hours == pytest.approx(twin.gpu_hours)
+            assert c.wall_hours == pytest.approx(twin.wall_hours * devices)
+        assert f"x {gpus} GPUs x {devices} devices" in cost.describe(cost.estimate(table, expand(table, profile)))
