@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-NAMES = ["momentum_bn", "devices", "options", "floor", "peer_lightly", "sec_per_iter", "data"]
+NAMES = ["momentum_bn", "devices", "augment", "options", "floor", "peer_lightly", "sec_per_iter", "data"]
 
 
 def main() -> None:

@@ -71,6 +71,11 @@ class DataConfig:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     hflip: bool = True
     augmentation: Literal["byol", "mocov2"] = "byol"  # SPEC §3 / MoCo v2's (both views alike)
+    # Where the pre-training views are made: "per_image" (torchvision, one image at a time in the
+    # loader, repro/data/augment.py) or "batched" (the whole batch at once on its device, per-image
+    # parameters, repro/data/batched.py: equivalent in distribution, several times faster). The
+    # views differ, so it enters the run id when batched.
+    augmentation_mode: Literal["per_image", "batched"] = _added("per_image")
     workers: int = _plain(1)  # DataLoader workers per process
 
 

@@ -24,6 +24,7 @@ from ..core.lars import LARS, lars_param_groups
 from ..core.devices import single_device
 from ..core.momentum_bn import momentum_bn_layers
 from ..data.augment import AUGMENTATIONS, ResumableSampler, TwoViewDataset
+from ..data.batched import BATCHED_SPECS, BatchedTwoView, Indexed
 from ..data.datasets import build_dataset, dataset_stats, split_for
 from ..models.backbones import model_from_config
 from . import checkpoint as ckpt
@@ -73,26 +74,34 @@ def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
 
 
-def _two_view_data(cfg: RunConfig, rank: int) -> tuple[TwoViewDataset, ResumableSampler]:
+def _two_view_data(cfg: RunConfig, rank: int):
+    """The pre-training data: a dataset, its sampler, and the batched augmentation (None when the
+    loader makes the views image by image)."""
     mean, std = dataset_stats(cfg.data.dataset)
-    base = build_dataset(cfg.data.dataset, cfg.data.root, split_for(cfg.data.dataset, "pretrain"), cfg.data.image_size)
-    t1, t2 = AUGMENTATIONS[cfg.data.augmentation](
-        cfg.data.image_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
-        normalize_mean=mean, normalize_std=std,
-    )
-    dataset = TwoViewDataset(base, t1, t2, seed=cfg.train.seed)
+    d = cfg.data
+    base = build_dataset(d.dataset, d.root, split_for(d.dataset, "pretrain"), d.image_size)
+    options = dict(crop_scale=d.crop_scale, hflip=d.hflip, normalize_mean=mean, normalize_std=std)
+    if d.augmentation_mode == "batched":
+        if d.dataset == "imagenet":
+            raise ValueError("data.augmentation_mode: batched needs images of one size and ImageNet's vary: "
+                             "use data.augmentation_mode: per_image for dataset imagenet")
+        dataset = Indexed(base)  # (uint8 image, index): the views are made on the batch, in the loop
+        augment = BatchedTwoView(BATCHED_SPECS[d.augmentation](d.image_size, **options), seed=cfg.train.seed)
+    else:
+        dataset = TwoViewDataset(base, *AUGMENTATIONS[d.augmentation](d.image_size, **options), seed=cfg.train.seed)
+        augment = None
     sampler = ResumableSampler(
         len(dataset), rank=rank, world_size=cfg.train.world_size, seed=cfg.train.seed,
         per_rank_batch_size=cfg.train.bn_batch_size, devices=cfg.train.devices,
     )
-    return dataset, sampler
+    return dataset, sampler, augment
 
 
-def _epoch_loader(dataset: TwoViewDataset, sampler: ResumableSampler, cfg: RunConfig, device, epoch: int,
-                  start_batch: int):
+def _epoch_loader(dataset, sampler: ResumableSampler, cfg: RunConfig, device, epoch: int, start_batch: int):
     """A fresh loader per epoch: workers see set_epoch (no persistent workers), and a resumed
     run skips exactly the batches this epoch already consumed."""
-    dataset.set_epoch(epoch)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
     sampler.set_epoch(epoch, start_batch=start_batch)
     return iter(DataLoader(
         dataset, batch_size=cfg.train.process_batch_size, sampler=sampler, drop_last=True,
@@ -114,7 +123,7 @@ def pretrain(
     set_threads(cfg)
     rank, device = setup_distributed(cfg.train.world_size)
     world = cfg.train.world_size
-    dataset, sampler = _two_view_data(cfg, rank)
+    dataset, sampler, augment = _two_view_data(cfg, rank)
     spe = schedules.steps_per_epoch(len(dataset), cfg.train.global_batch_size)
     schedule = schedule_for(cfg, spe)
     # max_steps 0 is the random-init control: the model as built, never stepped, probed like any run
@@ -140,7 +149,7 @@ def pretrain(
         epoch, batch_in_epoch = divmod(step, spe)
         if loader_iter is None or batch_in_epoch == 0:
             loader_iter = _epoch_loader(dataset, sampler, cfg, device, epoch, batch_in_epoch)
-        view1, view2 = (v.to(device, non_blocking=True, memory_format=memory_format) for v in next(loader_iter))
+        view1, view2 = _views(next(loader_iter), augment, epoch, device, memory_format)
         lr, tau, alpha = schedule(step)
         loss = train_step(model, optimizer, view1, view2, lr=lr, tau=tau, alpha=alpha, forward=wrapped,
                           autocast_dtype=autocast_dtype, scaler=scaler)
@@ -173,6 +182,17 @@ def pretrain(
     metrics.close()
     summary = _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, marks, t_start)
     return summary, single_device(model, 0)
+
+
+def _views(batch, augment, epoch: int, device, memory_format):
+    """The step's two views on the device: as the loader made them, or made here from the
+    batch's images (``data.augmentation_mode: batched``, on the device)."""
+    if augment is not None:
+        images, indices = batch
+        view1, view2 = augment(images.to(device, non_blocking=True), indices.tolist(), epoch)
+    else:
+        view1, view2 = batch
+    return (v.to(device, non_blocking=True, memory_format=memory_format) for v in (view1, view2))
 
 
 def _model_and_optimizer(cfg: RunConfig, run_dir: Path, device, memory_format, rank: int):

@@ -27,11 +27,12 @@ ROWS = [("bn", "bn"), ("bn", "mbn"), ("syncbn", "syncbn"), ("syncbn", "mbn"), ("
 IMAGES, STEPS, RESUME_AT = 64, 4, 2
 
 
-def config(student, teacher, world, devices, per_device, **train):
+def config(student, teacher, world, devices, per_device, augmentation_mode="per_image", **train):
     run = next(r for r in expand(load_table("t01"), "smoke") if r.row == "bn-mbn")
     cfg = run.config
     return dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, student_norm=student, teacher_norm=teacher),
+        data=dataclasses.replace(cfg.data, augmentation_mode=augmentation_mode),
         train=dataclasses.replace(cfg.train, world_size=world, devices=devices, bn_batch_size=per_device, **train))
 
 
@@ -130,12 +131,14 @@ def test_two_processes_of_two_devices_equal_four_processes(tmp_path, distributed
     assert_same(emulated, real)
 
 
-def test_the_real_loop_with_devices_equals_one_device_processes_and_resumes(tmp_path, distributed):
+@pytest.mark.parametrize("augmentation_mode", ["per_image", "batched"])
+def test_the_real_loop_with_devices_equals_one_device_processes_and_resumes(tmp_path, distributed, augmentation_mode):
     """The pre-training loop itself (data, augmentations, checkpoints, the probe's device-0
     model): 1 process x 2 devices against 2 processes, the emulated run preempted at step 2 and
     resumed. In float32, whose round-off this smoke recipe amplifies (about 1e-3 of the loss by
-    step 6), so 3 steps, compared at float32's tolerance."""
-    emulated = config("bn", "mbn", 1, 2, 8, max_steps=3)
+    step 6), so 3 steps, compared at float32's tolerance. Either augmentation: both make an
+    image's views from (seed, epoch, image) alone."""
+    emulated = config("bn", "mbn", 1, 2, 8, max_steps=3, augmentation_mode=augmentation_mode)
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir(), parts.mkdir()
     summary, probed = train.pretrain(emulated, whole, progress=False)
@@ -147,7 +150,8 @@ def test_the_real_loop_with_devices_equals_one_device_processes_and_resumes(tmp_
         assert torch.equal(a["model"][k], b["model"][k]), k
     real_dir = tmp_path / "real"
     real_dir.mkdir()
-    distributed(_real_loop, 2, config("bn", "mbn", 2, 1, 8, max_steps=3), str(real_dir))
+    distributed(_real_loop, 2, config("bn", "mbn", 2, 1, 8, max_steps=3, augmentation_mode=augmentation_mode),
+                str(real_dir))
     r = ckpt.load(ckpt.checkpoints(real_dir)[-1])
     assert (a["world_size"], a["devices"], len(a["rank_buffers"])) == (1, 2, 2)
     assert a["model"].keys() == r["model"].keys()

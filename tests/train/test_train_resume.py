@@ -30,8 +30,10 @@ def assert_same_state(a, b):
             assert torch.equal(ra[k], rb[k]), k
 
 
-def test_interrupted_and_resumed_run_ends_bitwise_equal(tmp_path):
+@pytest.mark.parametrize("augmentation_mode", ["per_image", "batched"])
+def test_interrupted_and_resumed_run_ends_bitwise_equal(tmp_path, augmentation_mode):
     cfg = smoke_config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, augmentation_mode=augmentation_mode))
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     whole.mkdir(), parts.mkdir()
     summary, _ = train.pretrain(cfg, whole, progress=False)
