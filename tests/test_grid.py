@@ -19,12 +19,14 @@ PAPER_T1 = {
 
 def test_table1_rows_and_paper_values():
     t = load_table("t01")
-    assert [r.id for r in t.rows] == list(PAPER_T1) + ["random-init"]  # the control runs at cpu only
-    for row in t.rows[:-1]:
+    # the control, and the Momentum BN rows at the paper's biased variance, run at CPU scale only
+    assert [r.id for r in t.rows] == list(PAPER_T1) + ["random-init", "bn-mbn-biased", "syncbn-mbn-biased"]
+    for row in t.rows[:len(PAPER_T1)]:
         student, teacher, top1, spi = PAPER_T1[row.id]
         assert row.paper == {"top1": top1, "sec_per_iter": spi}
         assert row.set == {"model.student_norm": student, "model.teacher_norm": teacher}
-    assert set(t.profiles) == {"paper", "local", "cpu", "cpu-mnist", "cpu-mnist-bf16", "smoke"}
+    assert set(t.profiles) == {"paper", "paper-1x64", "paper-8x8", "local", "cpu", "cpu-mnist", "cpu-8x4",
+                               "cpu-mnist-bf16", "smoke"}
 
 
 def test_paper_profile_is_the_papers_protocol():
@@ -48,7 +50,7 @@ def test_expansion_is_stable_and_ids_unique():
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="unknown profile 'huge' for table t01; choose one of paper, local, cpu, smoke"):
+    with pytest.raises(ConfigError, match="unknown profile 'huge' for table t01; choose one of paper, paper-1x64, paper-8x8, local, cpu, smoke"):
         expand(load_table("t01"), "huge")
 
 

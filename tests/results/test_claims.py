@@ -320,7 +320,7 @@ def test_without_a_control_a_reduced_scale_accuracy_claim_gets_no_verdict(tmp_pa
 def test_the_random_init_control_runs_only_at_the_cpu_evidence_profiles():
     for name in ("t01", "t04", "t06"):
         table = load_table(name)
-        evidence = {p for p in table.profiles if p in ("cpu", "cpu-mnist")}
+        evidence = {p for p in table.profiles if p in ("cpu", "cpu-mnist", "cpu-8x4")}
         for profile in table.profiles:
             rows = {r.row for r in expand(table, profile)}
             assert ("random-init" in rows) == (profile in evidence), (name, profile)
