@@ -28,11 +28,11 @@ from typing import Any, Literal
 
 import yaml
 
-from .core import model as _st_model, moco as _moco, schedules
+from .core import norms, schedules  # torch-free: importing the config does not import torch
 
 # The teacher norms the core builds (core/model.py for BYOL-style runs, core/moco.py for MoCo),
 # in that order, each once: the config takes its list from there.
-TEACHER_NORMS = tuple(dict.fromkeys(_st_model.TEACHER_NORMS + _moco.TEACHER_NORMS))
+TEACHER_NORMS = tuple(dict.fromkeys(norms.TEACHER_NORMS + norms.MOCO_TEACHER_NORMS))
 
 
 class ConfigError(ValueError):

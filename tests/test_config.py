@@ -100,3 +100,16 @@ def test_teacher_norms_are_the_cores():
     assert set(TEACHER_NORMS) == set(model.TEACHER_NORMS) | set(moco.TEACHER_NORMS)
     for norm in TEACHER_NORMS:
         assert load({"model": {"teacher_norm": norm}}).model.teacher_norm == norm
+
+
+def test_the_config_the_grid_and_a_job_load_without_torch():
+    """A queued local run waits for its slot in a process that has unpickled its job (a Run and
+    its RunConfig): without torch it holds tens of MB instead of half a GB, so a campaign of 54
+    queued runs fits in memory (measured: 54 waiting processes would have held about 30 GB)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, repro.config, repro.grid, repro.launch.job, repro.rundir; "
+            "repro.launch.job._distributed_env(1); print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

@@ -46,8 +46,9 @@ from torch import nn
 from .ema import ema_update
 from .heads import Branch
 from .momentum_bn import convert_to_momentum_bn, set_alpha
+from .norms import MOCO_TEACHER_NORMS
 
-TEACHER_NORMS = ("shuffle", "mbn", "bn")
+TEACHER_NORMS = MOCO_TEACHER_NORMS
 
 
 def moco_head(in_dim: int, hidden_dim: int, out_dim: int = 128) -> nn.Sequential:

@@ -26,10 +26,9 @@ from .devices import convert_to_device_bn
 from .ema import ema_update
 from .heads import Branch
 from .momentum_bn import convert_to_momentum_bn, deferred_update, set_alpha
+from .norms import STUDENT_NORMS, TEACHER_NORMS
 from .sync_bn import convert_to_sync_bn
 
-STUDENT_NORMS = ("bn", "syncbn")
-TEACHER_NORMS = ("bn", "syncbn", "mbn", "eman")
 
 # Head sizes (SPEC §2): (projector hidden, projection dim); predictor hidden = projector hidden.
 # FIDELITY: ResNet-50 2048 -> 4096 -> 256 (reference code); ResNet-18 512 -> 512 -> 128

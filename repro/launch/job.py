@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sys
 import time
 import traceback
 import zlib
@@ -49,9 +50,10 @@ def _distributed_env(world_size: int) -> tuple[int, str]:
     """Export env:// variables from submitit's job environment; return (rank, job id)."""
     import submitit
 
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # a process group made by the caller
+    # A process group made by the caller (tests) exists only where torch is loaded already: a
+    # queued run must not load torch (half a GB) just to wait for its slot.
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), f"pid{os.getppid()}"
     try:
         env = submitit.JobEnvironment()
