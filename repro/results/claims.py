@@ -4,25 +4,36 @@ Every check reduces to one or more *conditions*: a weighted sum of row means (a 
 contrast; for ratios, of log row means) that must reach a threshold. Each condition is
 reported as an estimate with a 95% confidence interval (SPEC §8):
 
+- *table* (the primary interval of a within-table contrast) when the table's measured rows
+  (the control left out) share >= 2 seeds: rows x seeds as a two-way layout with seeds as
+  blocks, x_{r,s} = mu_r + b_s + e; the residual variance sigma^2 = SS_res / ((R-1)(n-1))
+  over all R rows, and a contrast whose weights sum to 0 has SE = sigma sqrt(sum w^2 / n) on
+  (R-1)(n-1) degrees of freedom. It uses every row's noise, not only the contrast's own;
 - *paired* when every measured row of the contrast ran the same seeds (n >= 2): rows that
   share a seed share initial weights, data order and augmentations, so the contrast's noise
   is the spread s of its per-seed values d_s = sum_i w_i x_{i,s}; the interval is
-  mean(d) ± t_{0.975,n-1} s / sqrt(n);
+  mean(d) ± t_{0.975,n-1} s / sqrt(n). Beside a table interval it is the robustness check
+  (it assumes nothing about the other rows' noise); an outcome that differs between the two
+  is reported as such;
 - *unpaired* (Welch) otherwise, and always for ratio checks (seconds per iteration are not
   common random numbers): SE = sqrt(sum_i w_i^2 s_i^2 / n_i), Welch-Satterthwaite degrees of
   freedom; a row with exact (paper) values contributes no noise.
 
 A condition holds when the whole interval clears its threshold, fails when the whole
 interval misses it, and is inconclusive in between, or when the noise is not measured (a
-measured row with one seed). The minimum detectable effect at 80% power is
-(t_{0.975,df} + t_{0.8,df}) * SE; when it exceeds the paper's own margin for that condition,
+measured row with one seed). The minimum detectable effect at 80% power is the exact one:
+the effect d with P(|T| > t_{0.975,df}) = 0.8 for T noncentral t with noncentrality d / SE
+(5.65 SE at 2 degrees of freedom, where the usual (t_{0.975} + t_{0.8}) SE gives 5.36); when it
+exceeds the paper's own margin for that condition,
 the report says this number of seeds cannot decide it; when the whole interval lies below the
 paper's own effect, it says the effect at that scale is smaller than the paper's, which decides
 the size even where the sign is open.
 
 A claim is ``supported`` when all its conditions hold, ``not supported`` when any fails,
 ``inconclusive`` otherwise, and ``not run`` when a row it needs has no result at that
-profile. At a reduced scale an accuracy claim of a pre-training table first passes a
+profile. A claim with a premise (``premise:`` in the claims file, e.g. "there is a gap to
+close") is ``not applicable`` where the premise does not hold beyond its interval: its check
+would test something the paper never claims. At a reduced scale an accuracy claim of a pre-training table first passes a
 learning-signal gate: every trained row it uses must beat the table's ``random-init``
 control row (same model and seed, no optimizer step, probed the same way) by more than the
 noise, paired over seeds; otherwise, or when no control ran at that profile, the verdict is
@@ -50,7 +61,7 @@ from ..config import ConfigError, from_dict, load_yaml
 from ..grid import TABLES_DIR, Table, load_table
 
 CLAIMS_FILE = TABLES_DIR / "claims.yaml"
-VERDICTS = ("supported", "not supported", "inconclusive", "no learning signal", "not run")
+VERDICTS = ("supported", "not supported", "inconclusive", "not applicable", "no learning signal", "not run")
 LEVEL = 0.95  # two-sided confidence level of every interval
 POWER = 0.8  # of the minimum detectable effect
 CONTROL_ROW = "random-init"  # a reduced-scale table's control: the same model, never trained
@@ -91,6 +102,9 @@ class Claim:
     tolerance: float = 0.0  # in the metric's units (a ratio's units for ratios)
     note: str = ""  # how the sentence was turned into the check
     rows_at: dict[str, dict[str, str]] = field(default_factory=dict)  # profile -> {paper row: row run there}
+    # What the check takes for granted (e.g. a gap to close): where it does not hold beyond its
+    # interval, the claim is "not applicable" there instead of being checked.
+    premise: Contrast | None = None
 
 
 @dataclass(frozen=True)
@@ -118,11 +132,7 @@ def conditions(claim: Claim) -> list[Condition]:
     if c.kind == "margin":
         return [Condition(f"{c.better} − {t} ≥ {_num(-tol)}", {c.better: 1.0, t: -1.0}, -tol) for t in c.than]
     if c.kind == "contrast":
-        out = []
-        for k in c.all:
-            text = " ".join(f"{'+' if w >= 0 else '−'} {abs(w):g}·{r}" for r, w in k.terms.items()).lstrip("+ ")
-            out.append(Condition(f"{text} ≥ {_num(k.at_least - tol)}", dict(k.terms), k.at_least - tol))
-        return out
+        return [_contrast_condition(k, tol) for k in c.all]
     if c.kind == "ratio":
         if c.at_most is not None:
             bound = c.at_most + tol
@@ -138,10 +148,17 @@ def conditions(claim: Claim) -> list[Condition]:
     raise ValueError(c.kind)  # unreachable: the loader checks the kind
 
 
+def _contrast_condition(k: Contrast, tol: float = 0.0) -> Condition:
+    text = " ".join(f"{'+' if w >= 0 else '−'} {abs(w):g}·{r}" for r, w in k.terms.items()).lstrip("+ ")
+    return Condition(f"{text} ≥ {_num(k.at_least - tol)}", dict(k.terms), k.at_least - tol)
+
+
 def claim_rows(claim: Claim) -> list[str]:
     seen: dict[str, None] = {}
     for cond in conditions(claim):
         seen.update(dict.fromkeys(cond.terms))
+    if claim.premise is not None:
+        seen.update(dict.fromkeys(claim.premise.terms))
     return list(seen)
 
 
@@ -301,10 +318,12 @@ class Interval:
 
     @property
     def mde(self) -> float | None:
-        """Minimum detectable effect at 80% power: (t_{0.975,df} + t_{0.8,df}) * SE."""
+        """Minimum detectable effect at 80% power, exactly: :func:`mde_in_se` standard errors."""
         if self.se is None:
             return None
-        return 0.0 if self.se == 0 else (_t(0.5 + LEVEL / 2, self.df) + _t(POWER, self.df)) * self.se
+        return 0.0 if self.se == 0 else mde_in_se(self.df) * self.se
+
+    rows: int | None = None  # a table interval: the rows whose residual gives the noise
 
     @property
     def method(self) -> str:
@@ -312,7 +331,30 @@ class Interval:
             return "noise not measured"
         if self.se == 0:
             return "exact"
+        if self.rows is not None:
+            return f"table residual ({self.rows} rows x {self.n} seeds, df {self.df:.0f})"
         return f"paired over {self.n} seeds" if self.paired else f"unpaired (Welch, df {self.df:.1f})"
+
+
+def mde_in_se(df: float, level: float = LEVEL, power: float = POWER) -> float:
+    """The minimum detectable effect in standard errors: the noncentrality d of Student's t at
+    ``df`` degrees of freedom for which the two-sided test at ``level`` rejects with probability
+    ``power`` (both tails counted). The usual t_{0.975} + t_{0.8} approximates it (5.36 against
+    5.65 at 2 degrees of freedom; the two agree as df grows)."""
+    from scipy.optimize import brentq
+
+    crit = _t(0.5 + level / 2, df)
+
+    def tail(p: float) -> float:  # scipy's noncentral t returns NaN for a tail far below 1e-300
+        return 0.0 if math.isnan(p) else p
+
+    def shortfall(d: float) -> float:
+        return tail(stats.nct.sf(crit, df, d)) + tail(stats.nct.cdf(-crit, df, d)) - power
+
+    high = crit + _t(power, df)  # the usual approximation, at or below the exact value
+    while shortfall(high) < 0:
+        high *= 1.5
+    return float(brentq(shortfall, 0.0, high))
 
 
 def sample_sd(xs: list[float]) -> float:
@@ -362,6 +404,30 @@ def welch_interval(terms: dict[str, float], values: Values, log: bool = False) -
     return Interval(estimate, math.sqrt(var), df, False)
 
 
+def table_interval(terms: dict[str, float], values: Values) -> Interval | None:
+    """The contrast with the noise of the whole table (SPEC §8; module docstring): rows x seeds
+    as a two-way layout, seeds as blocks, over every measured row but the control on the seeds
+    they all share. None where that does not apply: fewer than 2 rows or 2 shared seeds, a
+    contrast whose weights do not sum to 0 (its seed effects would not cancel), or one with a
+    row outside the layout (exact, or missing a shared seed)."""
+    rows = {r: rv for r, rv in values.items()
+            if rv.source == "measured" and r != CONTROL_ROW and len(set(rv.seeds)) == rv.n == len(rv.seeds) > 0}
+    if any(r not in rows for r in terms) or abs(sum(terms.values())) > 1e-9:
+        return None
+    seeds = sorted(set.intersection(*(set(rv.seeds) for rv in rows.values())))
+    if len(rows) < 2 or len(seeds) < 2:
+        return None
+    x = {r: dict(zip(rv.seeds, rv.values)) for r, rv in rows.items()}
+    n, k = len(seeds), len(rows)
+    row_mean = {r: sum(x[r][s] for s in seeds) / n for r in rows}
+    seed_mean = {s: sum(x[r][s] for r in rows) / k for s in seeds}
+    grand = sum(row_mean.values()) / k
+    ss = sum((x[r][s] - row_mean[r] - seed_mean[s] + grand) ** 2 for r in rows for s in seeds)
+    df = (k - 1) * (n - 1)
+    se = math.sqrt(ss / df * sum(w * w for w in terms.values()) / n)
+    return Interval(sum(w * row_mean[r] for r, w in terms.items()), se, df, True, n, rows=k)
+
+
 def contrast_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval:
     """Paired where the rows share seeds, else Welch; ratios (``log``) always Welch."""
     return (None if log else paired_interval(terms, values)) or welch_interval(terms, values, log)
@@ -380,6 +446,13 @@ class ConditionResult:
     shown: float | None = None  # what a reader compares with the threshold: the contrast, or the ratio
     interval: Interval | None = None
     paper_margin: float | None = None  # how far the paper's own values clear the threshold
+    # Beside a table interval: the per-contrast interval (paired, else Welch) and its outcome.
+    robust: Interval | None = None
+    robust_outcome: str | None = None
+
+    @property
+    def robust_differs(self) -> bool:
+        return self.robust_outcome is not None and self.robust_outcome != self.outcome
 
     @property
     def undecidable(self) -> bool:
@@ -423,6 +496,7 @@ class Verdict:
     substitutions: dict[str, str]  # paper row -> row used at this profile
     noise: float | None  # pooled run-to-run std of the metric (None: not measured)
     signal: list[SignalResult] | None = None  # the learning-signal gate (None: no gate here)
+    premise: ConditionResult | None = None  # the claim's premise, where it has one
 
 
 def _mapped(cond: Condition, mapping: dict[str, str]) -> Condition:
@@ -434,24 +508,31 @@ def _mapped(cond: Condition, mapping: dict[str, str]) -> Condition:
     return Condition(text, terms, cond.threshold, cond.log, ratio)
 
 
+def _outcome(ci: Interval, threshold: float) -> str:
+    band = ci.half_width
+    if band is None:
+        return "inconclusive"
+    margin = ci.estimate - threshold
+    if band == 0.0:
+        return "holds" if margin >= -1e-9 else "fails"
+    return "holds" if margin > band else "fails" if margin < -band else "inconclusive"
+
+
 def evaluate_condition(cond: Condition, values: Values, paper_margin: float | None = None) -> ConditionResult:
+    """The condition's outcome on its primary interval: the table's (:func:`table_interval`) where
+    it applies, with the per-contrast interval beside it, else the per-contrast one."""
     missing = tuple(r for r in cond.terms if r not in values)
     if missing:
         return ConditionResult(cond, "not run", missing=missing)
     rvs = [values[r] for r in cond.terms]
     if cond.log and any(v <= 0 for rv in rvs for v in rv.values):
         return ConditionResult(cond, "not run", missing=tuple(rv.row for rv in rvs))
-    ci = contrast_interval(cond.terms, values, cond.log)
-    value, band = ci.estimate, ci.half_width
-    shown = _shown(cond, values, value)
-    if band is None:
-        return ConditionResult(cond, "inconclusive", value, None, shown=shown, interval=ci, paper_margin=paper_margin)
-    margin = value - cond.threshold
-    if band == 0.0:
-        outcome = "holds" if margin >= -1e-9 else "fails"
-    else:
-        outcome = "holds" if margin > band else "fails" if margin < -band else "inconclusive"
-    return ConditionResult(cond, outcome, value, band, shown=shown, interval=ci, paper_margin=paper_margin)
+    own = contrast_interval(cond.terms, values, cond.log)
+    table = None if cond.log else table_interval(cond.terms, values)
+    ci = table or own
+    robust = dict(robust=own, robust_outcome=_outcome(own, cond.threshold)) if table is not None else {}
+    return ConditionResult(cond, _outcome(ci, cond.threshold), ci.estimate, ci.half_width,
+                           shown=_shown(cond, values, ci.estimate), interval=ci, paper_margin=paper_margin, **robust)
 
 
 def _shown(cond: Condition, values: Values, value: float) -> float:
@@ -541,6 +622,26 @@ def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = No
             return Verdict(claim, profile, metric, "no learning signal",
                            f"not every trained row beats the `{CONTROL_ROW}` control beyond the noise ({said}); "
                            "no ordering is read from the rows", results, evidence, dict(mapping), noise, signal)
+    premise = None
+    if claim.premise is not None:
+        premise = evaluate_condition(_mapped(_contrast_condition(claim.premise), mapping), values)
+        if premise.outcome != "holds":
+            i = premise.interval
+            said = _fmt_ci(i) if i is not None else "no result"
+            return Verdict(claim, profile, metric, "not applicable",
+                           f"its premise does not hold at this scale: {premise.condition.text} reads {said} "
+                           f"({i.method if i is not None else 'not run'}), so the check would test something the "
+                           "paper does not claim", results, evidence, dict(mapping), noise, signal, premise)
+    verdict, reason = _read(results, outcomes)
+    differ = [r for r in results if r.robust_differs]
+    if differ:
+        reason += ("; the per-contrast interval reads otherwise (" + "; ".join(
+            f"{r.condition.text}: {r.robust_outcome}, {_fmt_ci(r.robust)}, {r.robust.method}" for r in differ) + ")")
+    return Verdict(claim, profile, metric, verdict, reason, results, evidence, dict(mapping), noise, signal, premise)
+
+
+def _read(results: list[ConditionResult], outcomes: list[str]) -> tuple[str, str]:
+    """The verdict and its reason from the conditions' outcomes."""
     if "fails" in outcomes:
         failed = [r.condition.text for r in results if r.outcome == "fails"]
         verdict, reason = "not supported", f"fails beyond the 95% interval: {'; '.join(failed)}"
@@ -564,4 +665,4 @@ def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = No
         verdict, reason = "supported", "every condition holds (exact values: no noise band)"
     else:
         verdict, reason = "supported", "every condition clears its threshold by more than its 95% interval"
-    return Verdict(claim, profile, metric, verdict, reason, results, evidence, dict(mapping), noise, signal)
+    return verdict, reason

@@ -199,8 +199,16 @@ def _evidence_md(v: Verdict, table: Table) -> list[str]:
     if v.verdict == "no learning signal":
         return lines + ["", "The conditions are not read: without a learning signal the rows' ordering says "
                         "nothing about the methods."]
-    lines += ["", "| condition | estimate | 95% interval | minimum detectable effect | paper's margin | noise | outcome |",
-              "|---|---|---|---|---|---|---|"]
+    if v.premise is not None and v.premise.interval is not None:
+        p = v.premise
+        lines += ["", f"Premise: {p.condition.text}: {p.interval.estimate:+.2f}"
+                  + ("" if p.interval.se is None or p.interval.se == 0
+                     else f" [{p.interval.low:+.2f}, {p.interval.high:+.2f}]")
+                  + f" ({p.interval.method}): {'holds' if p.outcome == 'holds' else 'does not hold'}."]
+    if v.verdict == "not applicable":
+        return lines + ["", "The conditions are not read: the check presumes what the premise states."]
+    lines += ["", "| condition | estimate | 95% interval | minimum detectable effect | paper's margin | noise | outcome "
+              "| per-contrast interval |", "|---|---|---|---|---|---|---|---|"]
     for r in v.results:
         if r.outcome == "not run":
             lines.append(f"| {r.condition.text} | - | - | - | - | - | not run (missing: {', '.join(r.missing)}) |")
@@ -222,7 +230,12 @@ def _evidence_md(v: Verdict, table: Table) -> list[str]:
         if r.outcome in ("holds", "inconclusive") and r.below_papers_effect:
             outcome += " (smaller than the paper's effect)"
         estimate = fmt(r.shown, 3)
-        lines.append(f"| {r.condition.text} | {estimate} | {ci} | {mde} | {paper} | {i.method} | {outcome} |")
+        robust = "-"
+        if r.robust is not None:
+            j = r.robust
+            band = "not measured" if j.se is None else f"[{f(j.low)}, {f(j.high)}]" if j.se else "exact"
+            robust = f"{band} ({j.method}): {r.robust_outcome}" + (" (differs)" if r.robust_differs else "")
+        lines.append(f"| {r.condition.text} | {estimate} | {ci} | {mde} | {paper} | {i.method} | {outcome} | {robust} |")
     return lines
 
 
@@ -338,9 +351,13 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
     md += ["Each claim of the paper (Li, Liu, Sun 2020) is checked against the results of each profile "
            "separately. A verdict at a reduced scale says whether the paper's ordering shows up at that "
            "scale; it is never a verdict at the paper's scale. Each condition is an estimate with its 95% "
-           "interval (Student's t; paired over seeds where the rows share them, else Welch) and the minimum "
-           "detectable effect at 80% power. `inconclusive` means the interval straddles the threshold (or the "
-           "noise was not measured); `no learning signal` means that at a reduced scale a trained row did not "
+           "interval (Student's t): where the table's rows share seeds, from the residual variance of the whole "
+           "table (rows x seeds, seeds as blocks), with the contrast's own paired interval beside it as a "
+           "robustness check (a verdict the two read differently says so); else paired over seeds, or Welch. "
+           "The minimum detectable effect at 80% power is the exact one (noncentral t). `inconclusive` means the "
+           "interval straddles the threshold (or the noise was not measured); `not applicable` means the "
+           "check's premise (e.g. a gap to close) does not hold at that scale; `no learning signal` means "
+           "that at a reduced scale a trained row did not "
            "beat the `random-init` control (the same model never trained) beyond the noise, or that no "
            "control ran, so no ordering is read; `not run` means a row the check needs has no result at that "
            "profile. The column *paper's numbers* applies each "
@@ -431,6 +448,7 @@ code { background: #f5f5f5; padding: 0 0.2em; }
 .v-not-supported { background: #f8d7da; }
 .v-inconclusive { background: #fff3cd; }
 .v-not-run { background: #e2e3e5; }
+.v-not-applicable { background: #e2e3e5; }
 .v-no-learning-signal { background: #f5d5b8; }
 """
 

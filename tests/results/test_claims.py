@@ -189,7 +189,10 @@ def test_paired_interval_and_mde_match_hand_computed_values():
     assert ci.estimate == pytest.approx(2.0) and ci.se == pytest.approx(1 / math.sqrt(3))
     assert ci.half_width == pytest.approx(T_975_2 / math.sqrt(3), rel=1e-6)  # 2.4841
     assert (ci.low, ci.high) == pytest.approx((2 - 2.484138, 2 + 2.484138), rel=1e-6)
-    assert ci.mde == pytest.approx((T_975_2 + T_80_2) / math.sqrt(3), rel=1e-6)  # 3.0965
+    # the exact minimum detectable effect (noncentral t): 5.6535 SE at 2 degrees of freedom, above
+    # the usual approximation (t_0.975 + t_0.8) = 5.3633 SE
+    assert ci.mde == pytest.approx(5.6535 / math.sqrt(3), rel=1e-4)
+    assert ci.mde > (T_975_2 + T_80_2) / math.sqrt(3)
     # seeds matched by number, not by position
     shuffled = {**vals, "b": RowValues("b", (30.0, 10.0, 20.0), "measured", (2, 0, 1))}
     assert paired_interval({"a": 1.0, "b": -1.0}, shuffled).estimate == pytest.approx(2.0)
@@ -220,8 +223,10 @@ def test_a_paired_effect_is_clear_where_the_unpaired_band_is_not(tmp_path):
     write_runs(tmp_path, "t01", "cpu", rows)
     v = verdict_of("mbn-beats-syncbn-teacher", tmp_path, "cpu")
     (r,) = v.results
-    assert r.interval.paired and r.interval.n == 2
-    assert r.value == pytest.approx(1.01) and r.band == pytest.approx(12.706205 * 0.01, rel=1e-5)
+    # the per-contrast (paired) interval, beside the table's, says the same
+    assert r.robust.paired and r.robust.n == 2 and r.robust.rows is None
+    assert r.value == pytest.approx(1.01) and r.robust.half_width == pytest.approx(12.706205 * 0.01, rel=1e-5)
+    assert r.interval.rows == 6 and r.outcome == r.robust_outcome == "holds"
     assert v.verdict == "supported"
     # the same rows without the pairing: Welch over two spreads of about 7 points says nothing
     from repro.results.claims import welch_interval
@@ -229,19 +234,21 @@ def test_a_paired_effect_is_clear_where_the_unpaired_band_is_not(tmp_path):
     unpaired = welch_interval(r.condition.terms, {e.row: e for e in v.evidence})
     assert unpaired.half_width > 30 and unpaired.low < 0 < unpaired.high
     # and neither did the pooled band of before (2 pooled SEs of a difference of 2-seed means)
-    assert 2 * v.noise * math.sqrt(1 / 2 + 1 / 2) > r.value
+    assert 2 * v.noise * math.sqrt(1 / 2 + 1 / 2) > r.robust.estimate
 
 
 def test_mde_above_the_papers_margin_says_the_seeds_cannot_decide(tmp_path):
     claim = next(c for c in load_claims().claims if c.id == "mbn-beats-syncbn-teacher")
     table = load_table("t01")
-    write_runs(tmp_path, "t01", "cpu", {**T1_BASE, "bn-syncbn": [90.5, 93.5], "bn-mbn": [93.5, 92.0]})
+    # only the claim's two rows: the table's interval is then the paired one (2 rows x 2 seeds, df 1)
+    write_runs(tmp_path, "t01", "cpu", {"bn-syncbn": [90.5, 93.5], "bn-mbn": [93.5, 92.0]})
     values = measured_values(table, "cpu", collect(table, "cpu", tmp_path), "top1")
     v = evaluate(claim, values, "cpu", paper=paper_values(table, "top1"))
     (r,) = v.results
     assert r.paper_margin == pytest.approx(88.18 - 87.80)
-    # differences +3.0, -1.5: s = 3.18, MDE = (12.71 + 1.38) * 3.18 / sqrt(2) = 31.7
-    assert r.interval.mde == pytest.approx((12.706205 + 1.376382) * 4.5 / math.sqrt(2) / math.sqrt(2), rel=1e-5)
+    # differences +3.0, -1.5: s = 3.18, SE = 2.25; exact MDE at 1 degree of freedom 16.334 SE = 36.7
+    assert r.interval.se == pytest.approx(4.5 / math.sqrt(2) / math.sqrt(2)) and r.interval.df == 1
+    assert r.interval.mde == pytest.approx(16.334 * 4.5 / math.sqrt(2) / math.sqrt(2), rel=1e-4)
     assert v.verdict == "inconclusive" and "cannot decide at this number of seeds" in v.reason
 
 
@@ -254,7 +261,7 @@ def test_an_interval_below_the_papers_effect_says_the_effect_is_smaller_here(tmp
 
     def result(syncbn, bn):
         root = tmp_path / f"{syncbn[0]}-{bn[0]}"
-        write_runs(root, "t01", "cpu", {**T1_BASE, "syncbn-syncbn": syncbn, "bn-bn": bn})
+        write_runs(root, "t01", "cpu", {"syncbn-syncbn": syncbn, "bn-bn": bn})  # 2 rows: table = paired
         v = evaluate(claim, measured_values(table, "cpu", collect(table, "cpu", root), "top1"), "cpu", paper=paper)
         return v, v.results[0]
 
@@ -330,3 +337,62 @@ def test_the_random_init_control_runs_only_at_the_cpu_evidence_profiles():
         ctl = [r for r in expand(table, "cpu") if r.row == "random-init"]
         assert all(r.config.train.max_steps == 0 for r in ctl)
         assert next(r for r in table.rows if r.id == "random-init").paper == {}
+
+
+# --------------------------------------------------------------------------- the table's residual (issue 27)
+
+
+def test_the_primary_interval_uses_the_whole_table_s_residual_variance(tmp_path):
+    """Rows x seeds, seeds as blocks: checked against an independent least-squares fit."""
+    import numpy as np
+
+    from repro.results.claims import RowValues, mde_in_se, table_interval
+
+    data = {"a": (90.0, 91.5, 89.0, 92.0), "b": (88.0, 90.5, 87.5, 89.0), "c": (91.0, 91.0, 90.0, 93.5),
+            "random-init": (80.0, 70.0, 75.0, 72.0)}  # the control stays out of the residual
+    values = {r: RowValues(r, v, "measured", (0, 1, 2, 3)) for r, v in data.items()}
+    ci = table_interval({"a": 1.0, "b": -1.0}, values)
+    y = np.array([v for r in "abc" for v in data[r]])
+    design = np.array([[float(i == k) for k in range(3)] + [float(j == s) for s in range(1, 4)]
+                       for i in range(3) for j in range(4)])
+    residual = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    sigma2 = residual @ residual / ((3 - 1) * (4 - 1))
+    assert (ci.df, ci.rows, ci.n) == (6, 3, 4)
+    assert ci.estimate == pytest.approx(np.mean(data["a"]) - np.mean(data["b"]))
+    assert ci.se == pytest.approx(math.sqrt(sigma2 * 2 / 4))
+    assert ci.mde == pytest.approx(mde_in_se(6) * ci.se)
+    assert "table residual (3 rows x 4 seeds, df 6)" == ci.method
+    # weights that do not sum to 0 (seed effects would not cancel), or an exact row: no table interval
+    assert table_interval({"a": 1.0}, values) is None
+    assert table_interval({"a": 1.0, "p": -1.0}, {**values, "p": RowValues("p", (88.0,), "paper")}) is None
+
+
+def test_a_verdict_that_the_per_contrast_interval_reads_otherwise_says_so(tmp_path):
+    """The contrast's own rows agree to 0.1 point seed after seed, the table's other rows move by
+    several points: the paired interval is narrow and fails the claim, the table's is wide and
+    inconclusive. The report shows the table's, and says the paired one differs."""
+    rows = {"syncbn-syncbn": [93.0, 90.0, 95.0], "bn-bn": [89.0, 91.0, 87.0],
+            "bn-syncbn": [90.0, 88.9, 91.1], "syncbn-bn": [90.1, 89.0, 91.2],
+            "bn-mbn": [94.0, 90.0, 92.0], "syncbn-mbn": [91.0, 94.0, 90.0]}
+    write_runs(tmp_path, "t01", "cpu-mnist", rows)
+    v = verdict_of("stable-teacher-essential", tmp_path, "cpu-mnist")
+    (r,) = v.results
+    assert r.interval.rows == 6 and r.outcome == "inconclusive"
+    assert r.robust.paired and r.robust_outcome == "fails"
+    assert v.verdict == "inconclusive" and "the per-contrast interval reads otherwise" in v.reason
+    assert "fails" in v.reason and "paired over 3 seeds" in v.reason
+
+
+def test_a_check_whose_premise_does_not_hold_is_not_applicable(tmp_path):
+    """With no gap between BN/BN and Synced BN/Synced BN, "one stable side closes half the gap"
+    would read "Synced BN on one side beats both", which the paper never claims."""
+    rows = {**T1_BASE, "syncbn-syncbn": [89.1, 89.2], "bn-bn": [89.0, 89.3], "syncbn-bn": [88.0, 88.2]}
+    write_runs(tmp_path, "t01", "cpu", rows)
+    v = verdict_of("one-stable-side-suffices", tmp_path, "cpu")
+    assert v.verdict == "not applicable"
+    assert "premise does not hold" in v.reason and "syncbn-syncbn − 1·bn-bn ≥ 0" in v.reason
+    assert v.premise is not None and v.premise.outcome != "holds"
+    # with the gap there, the same check is read (here: one side falls short of half of it)
+    write_runs(tmp_path / "gap", "t01", "cpu", {**T1_BASE, "syncbn-bn": [89.5, 89.7]})
+    v = verdict_of("one-stable-side-suffices", tmp_path / "gap", "cpu")
+    assert v.verdict == "not supported" and v.premise.outcome == "holds"
