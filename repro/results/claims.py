@@ -308,6 +308,13 @@ class Interval:
             return None
         return 0.0 if self.se == 0 else _t(0.5 + LEVEL / 2, self.df) * self.se
 
+    def bounds(self, level: float = LEVEL) -> tuple[float | None, float | None]:
+        """The two-sided interval at ``level`` (the precision check's TOST reads it at 90%)."""
+        if self.se is None:
+            return None, None
+        half = 0.0 if self.se == 0 else _t(0.5 + level / 2, self.df) * self.se
+        return self.estimate - half, self.estimate + half
+
     @property
     def low(self) -> float | None:
         return None if self.se is None else self.estimate - self.half_width

@@ -9,7 +9,7 @@ import pytest
 
 from repro.cli import main
 from repro.grid import expand, load_table
-from repro.results.compare import compare, compare_profiles, judge
+from repro.results.compare import EQUIVALENCE_MARGIN, compare, compare_profiles, judge
 
 BASE, OTHER = "cpu-mnist", "cpu-mnist-bf16"
 # fp32 values of every Table 1 row at 3 seeds: a seed-to-seed spread of about 2 points
@@ -41,7 +41,7 @@ def by_metric(results):
     return {c.metric: c for c in results}
 
 
-def test_an_option_that_moves_nothing_beyond_round_off_is_unchanged_within_noise(tmp_path):
+def test_an_option_that_moves_nothing_beyond_round_off_is_equivalent(tmp_path):
     write(tmp_path, BASE, FP32)
     write(tmp_path, OTHER, bf16(0.0), sec=0.112)
     res = by_metric(compare(load_table("t01"), BASE, OTHER, tmp_path))
@@ -52,8 +52,12 @@ def test_an_option_that_moves_nothing_beyond_round_off_is_unchanged_within_noise
     ss = sum(sum((x - sum(v) / 3) ** 2 for x in v) for r, v in FP32.items() if r != "random-init")
     assert top1.noise == pytest.approx(math.sqrt(ss / 12))
     assert top1.estimate == pytest.approx(0.0, abs=1e-9)
-    assert -top1.noise < top1.low < 0 < top1.high < top1.noise
-    assert top1.outcome == "unchanged within noise" and res["knn_top1"].outcome == "unchanged within noise"
+    assert -EQUIVALENCE_MARGIN < top1.low90 < 0 < top1.high90 < EQUIVALENCE_MARGIN
+    assert top1.low < top1.low90 and top1.high90 < top1.high  # the TOST interval is the 90% one
+    assert top1.outcome == "equivalent" and res["knn_top1"].outcome == "equivalent"
+    # the two rows moved alike: no interaction
+    (inter,) = top1.interactions
+    assert (inter.row, inter.against, inter.n) == ("bn-mbn", "bn-bn", 3) and inter.outcome == "equivalent"
     # seconds per step: the geometric mean of the per-pair ratios, no verdict
     sec = res["sec_per_iter"]
     assert math.exp(sec.estimate) == pytest.approx(0.7) and sec.outcome is None
@@ -86,11 +90,14 @@ def test_only_runs_finished_at_both_profiles_are_paired(tmp_path):
     assert sorted((p.row, p.seed) for p in top1.pairs) == [("bn-bn", 0), ("bn-bn", 2), ("bn-mbn", 0), ("bn-mbn", 1)]
 
 
-def test_one_pair_or_no_noise_is_inconclusive():
-    assert judge(None, None, 2.0) == "inconclusive"
-    assert judge(-0.1, 0.1, None) == "inconclusive"
-    assert judge(-0.1, 0.1, 2.0) == "unchanged within noise"
-    assert judge(-2.5, 0.1, 2.0) == "inconclusive"
+def test_one_pair_is_inconclusive_and_the_margin_is_fixed_in_advance():
+    assert judge(None, None, None, None) == "inconclusive"
+    assert judge(-0.2, 0.2, -0.1, 0.1) == "equivalent"
+    assert judge(-2.5, 0.1, -2.0, -0.1) == "inconclusive"
+    # a 90% interval of [-1.5, +1.5] was "unchanged within noise" when the noise (estimated from the
+    # same runs) was 2.0; against the margin fixed in advance it is not shown equivalent
+    assert judge(-1.9, 1.9, -1.5, 1.5) == "inconclusive"
+    assert EQUIVALENCE_MARGIN == 1.0
 
 
 def test_the_command_writes_the_comparison_and_names_bad_profiles(tmp_path, capsys):
@@ -101,7 +108,7 @@ def test_the_command_writes_the_comparison_and_names_bad_profiles(tmp_path, caps
                  "--out", str(out)]) == 0
     text = out.read_text()
     assert text == compare_profiles("t01", BASE, OTHER, tmp_path)
-    assert "| linear probe top-1 | 6 | +0.00 |" in text and "unchanged within noise" in text
+    assert "| linear probe top-1 | 6 | +0.00 |" in text and "| equivalent |" in text
     assert "| seconds per step | 6 | 0.70x |" in text
     assert main(["compare", "t01", "--profile", BASE, "--against", "cpu-mnist-fp8", "--runs", str(tmp_path)]) == 2
     assert "unknown profile 'cpu-mnist-fp8' for table t01" in capsys.readouterr().err
@@ -126,9 +133,23 @@ def test_before_any_pair_has_finished_the_comparison_says_so(tmp_path):
     write(tmp_path, BASE, FP32)
     text = compare_profiles("t01", BASE, OTHER, tmp_path)
     assert text.rstrip().endswith("No (row, seed) has finished at both profiles yet.")
-    assert "| linear probe top-1 | 0 | - | - | 1.71 |" in text and "| inconclusive |" in text
+    assert "| linear probe top-1 | 0 | - | - | - | ±1 | 1.71 | inconclusive |" in text
 
 
-def test_a_significant_shift_smaller_than_the_noise_still_counts_as_unchanged():
-    assert judge(0.2, 0.6, 2.0) == "unchanged within noise"  # excludes 0, inside the band
-    assert judge(0.2, 2.6, 2.0) == "changed"
+def test_a_significant_shift_smaller_than_the_margin_still_counts_as_equivalent():
+    assert judge(0.2, 0.6, 0.25, 0.55) == "equivalent"  # excludes 0, inside the margin
+    assert judge(0.2, 2.6, 0.4, 2.3) == "changed"
+
+
+def test_an_option_that_moves_the_rows_apart_is_caught_by_the_interaction(tmp_path):
+    """bf16 lifts bn-bn by 2 points and lowers bn-mbn by 2 at every seed: the pooled shift is
+    nil (and inconclusive), but the ordering of the two rows changes: the interaction says so."""
+    write(tmp_path, BASE, FP32)
+    moved = {r: [v + (2.0 if r == "bn-bn" else -2.0) + 0.1 * s for s, v in enumerate(FP32[r])]
+             for r in ("bn-bn", "bn-mbn")}
+    write(tmp_path, OTHER, moved)
+    top1 = by_metric(compare(load_table("t01"), BASE, OTHER, tmp_path))["top1"]
+    assert top1.estimate == pytest.approx(0.1) and top1.outcome == "inconclusive"
+    (inter,) = top1.interactions
+    assert inter.estimate == pytest.approx(-4.0) and inter.high < 0 and inter.outcome == "changed"
+    assert "| bn-mbn − bn-bn | linear probe top-1 | 3 | -4.00 |" in compare_profiles("t01", BASE, OTHER, tmp_path)
