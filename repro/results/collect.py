@@ -182,7 +182,53 @@ def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | 
         f"`{Path(runs_root)}` ({int((runs['status'] == 'done').sum())}/{len(runs)} runs done; "
         f"rendered {time.strftime('%Y-%m-%d %H:%M')}).\n\n"
     )
-    return write_table_files(out_dir, table, profile, runs, summary, header=header, problems=_problems(runs))
+    return write_table_files(out_dir, table, profile, runs, summary, header=header,
+                             problems=reading_note(table, profile, summary) + _problems(runs))
+
+
+def reading_note(table: Table, profile: str, summary: pd.DataFrame) -> str:
+    """What a reduced-scale table of pre-training can and cannot show, from its own numbers:
+    whether a `random init` control ran and every trained row beats it, and how many seeds.
+    Empty at the paper's scale and for transfer tables."""
+    from .claims import CONTROL_ROW, needs_control
+
+    metric = next((c for c in table.columns if c != "sec_per_iter"), None)
+    if metric is None or not needs_control(table, profile, metric):
+        return ""
+    done = summary[(summary["status"] != "paper only") & summary[metric].notna()]
+    if done.empty:
+        return ""
+    label = table.columns[metric].label
+    lines = []
+    control = done[done["row"] == CONTROL_ROW]
+    trained = done[done["row"] != CONTROL_ROW]
+    if control.empty:
+        lines.append(f"**Read with care.** No `{CONTROL_ROW}` control has a result at this profile (the same "
+                     "network, never trained, probed the same way), so nothing here shows that training learned anything: at a "
+                     "small scale a random encoder can score as well as a trained one or better (SPEC §7). It "
+                     "shows a working pipeline, not evidence for or against the paper.")
+    else:
+        level = float(control[metric].iloc[0])
+        below = trained[trained[metric] <= level]
+        if len(below):
+            lines.append(f"**No learning signal.** {len(below)} of {len(trained)} trained rows score at or below "
+                         f"the `{CONTROL_ROW}` control ({label}: {level:.2f}), the same network never trained: "
+                         "at this scale training did not make better features than a random network, so the "
+                         "rows' ordering says nothing about the methods.")
+        else:
+            gain = float(trained[metric].min()) - level
+            lines.append(f"Every trained row scores above the `{CONTROL_ROW}` control ({label}: {level:.2f}), "
+                         f"the lowest by {gain:.2f} points: training learned something at this scale.")
+    seeds = int(done["seeds_done"].max())
+    if seeds <= 1:
+        lines.append("One seed per row: differences of a point or two between rows are within the run-to-run "
+                     "noise of a reduced scale, so this table cannot order the methods. The claims report "
+                     "(`make report`) reads paired seeds of the CPU-scale campaign (`make cpu-evidence`, "
+                     "results/cpu/README.md).")
+    else:
+        lines.append(f"{seeds} seeds per row (mean ± standard deviation); the claims report (`make report`) gives "
+                     "each of the paper's contrasts with its interval over the paired seeds.")
+    return "\n" + "\n\n".join(lines) + "\n"
 
 
 def render_unless_less_complete(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,

@@ -78,3 +78,31 @@ def test_training_curves_stand_beside_the_table_they_belong_to(tmp_path):
     assert md.count("![Training curves") == 1  # Table 4's records logged no step: no figure
     assert matplotlib.image.imread(tmp_path / "out" / "figures" / "curves_table1_cpu.png").shape == (418, 660, 4)
     assert paths["html"].read_text().count("<img") == 2
+
+
+def test_a_reduced_scale_table_says_what_it_can_and_cannot_show(tmp_path):
+    """Under the rendered table, from its own numbers: no control (a working pipeline only), a
+    trained row at or below the control (no learning signal), every row above it; and one seed
+    (cannot order the methods) or several."""
+    import json
+
+    from repro.grid import expand, load_table
+    from repro.results.collect import render
+
+    def table_md(root, values):
+        for run in expand(load_table("t01"), "cpu-mnist"):
+            if run.row in values and run.seed < len(values[run.row]):
+                d = run.run_dir(root)
+                d.mkdir(parents=True, exist_ok=True)
+                (d / "final.json").write_text(json.dumps({"top1": values[run.row][run.seed], "sec_per_iter": 0.2}))
+        return render("t01", "cpu-mnist", root, root / "out")["md"].read_text()
+
+    rows = ["syncbn-syncbn", "bn-syncbn", "syncbn-bn", "bn-bn", "bn-mbn", "syncbn-mbn"]
+    text = table_md(tmp_path / "a", {r: [92.0] for r in rows})
+    assert "No `random-init` control has a result" in text and "One seed per row" in text
+    text = table_md(tmp_path / "b", {**{r: [92.0, 91.0] for r in rows}, "random-init": [92.5, 92.5]})
+    assert "**No learning signal.** 6 of 6 trained rows score at or below" in text and "2 seeds per row" in text
+    text = table_md(tmp_path / "c", {**{r: [92.0] for r in rows}, "bn-bn": [90.0], "random-init": [83.0]})
+    assert "Every trained row scores above the `random-init` control (Top-1 (%): 83.00), the lowest by 7.00" in text
+    # the paper's scale: no such note
+    assert "random-init" not in render("t01", "paper", tmp_path / "a", tmp_path / "p")["md"].read_text()
