@@ -25,12 +25,7 @@ from repro.core.momentum_bn import MomentumBatchNorm2d, convert_to_momentum_bn, 
 from repro.data.augment import ResumableSampler
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/core/conftest.py
 
 
 def rand(*shape, seed=0):

@@ -22,13 +22,7 @@ from repro.core.momentum_bn import (
 VARIANCES = ["reference", "biased"]
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    """Property tests run in float64; the default is restored for other modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/core/conftest.py
 
 
 def layer2d(c=3, variance="reference", seed=0):
