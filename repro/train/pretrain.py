@@ -181,6 +181,8 @@ def pretrain(
         bar.close()
     metrics.close()
     summary = _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, marks, t_start)
+    # FIDELITY: the authors dump and evaluate rank 0's teacher; with emulated devices, device 0's
+    # (its BN statistics / Momentum BN history), which is rank 0 of the equivalent one-device run.
     return summary, single_device(model, 0)
 
 
