@@ -13,7 +13,9 @@ Checks (each prints PASS or FAIL; the exit status is 1 if any fails):
   * one step of the loop's own step function (repro.train.step.train_step) synchronises with
     the host 0 times (torch.cuda.set_sync_debug_mode; fp16's grad scaler reads once by design);
   * emulated devices (train.devices): 4 devices of BN and of Momentum BN on CUDA equal 4 CPU
-    float64 layers, one per device, and the loop runs every norm mode in 1 process x 4 devices.
+    float64 layers, one per device, and the loop runs every norm mode in 1 process x 4 devices;
+  * batched augmentation (data.augmentation_mode: batched) makes the same views on CUDA as on
+    the CPU, and the time of the views of Table 1's paper-1x64 step (2,048 images of 96 px).
 A diagnostic counts host-device synchronisations in one Momentum BN teacher forward. Then
 the figures of bench_momentum_bn.py (step bn vs mbn, layer alone) and bench_floor.py
 (floor and efficiency, EMA foreach vs loops) on the GPU, and bench_devices.py at Table 1's
@@ -180,6 +182,34 @@ def devices_match_cpu_float64(device: str = "cuda") -> None:
                 assert_close(own[name], value)
 
 
+def batched_views_match_cpu(device: str = "cuda") -> None:
+    """The batched augmentation on CUDA makes the CPU's views (same parameters; one grey level of
+    rounding, the blur's and resize's float order aside)."""
+    from repro.data.batched import BatchedTwoView, byol_specs
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 96, 96), generator=g, dtype=torch.uint8)
+    augment = BatchedTwoView(byol_specs(96), seed=0)
+    cpu = augment(images, list(range(64)), 0)
+    gpu = augment(images.to(device), list(range(64)), 0)
+    for a, b in zip(cpu, gpu):
+        diff = (a - b.cpu()).abs() * 0.229 * 255  # back to grey levels (ImageNet std, the smallest)
+        assert diff.max() <= 2.5 and diff.mean() < 0.05, (float(diff.max()), float(diff.mean()))
+
+
+def time_batched_views(device: str = "cuda", repeats: int = 10) -> None:
+    """Seconds to make the two views of Table 1's paper-1x64 step (64 devices x 32 = 2,048 STL10
+    images of 96 px) on the GPU, batched."""
+    from repro.data.batched import BatchedTwoView, byol_specs
+
+    images = torch.randint(0, 256, (2048, 3, 96, 96), dtype=torch.uint8, device=device)
+    augment = BatchedTwoView(byol_specs(96), seed=0)
+    times = _timing.interleaved({"batched views": lambda: augment(images, list(range(2048)), 0)}, repeats,
+                                sync=torch.cuda.synchronize)
+    print(f"INFO  batched two-view augmentation, 2,048 images of 96 px on {device}: "
+          f"{1e3 * _timing.median(times['batched views']):.0f} ms a step")
+
+
 def train_step_has_no_sync(precision: str = "fp32") -> None:
     from repro.train.step import AUTOCAST_DTYPES, LossWatch, train_step
 
@@ -280,6 +310,8 @@ def main() -> None:
     check("pretrain loop on CUDA, 1 process, every Table 1 norm mode",
           lambda: pretrain_loop_on_cuda(1, **loop_options))
     check("emulated devices on CUDA: 4 devices == 4 CPU float64 layers (BN, Momentum BN)", devices_match_cpu_float64)
+    check("batched augmentation on CUDA == on the CPU", batched_views_match_cpu)
+    check("batched augmentation timing (diagnostic)", time_batched_views)
     check("pretrain loop on CUDA, 1 process x 4 emulated devices, every Table 1 norm mode",
           lambda: pretrain_loop_on_cuda(1, devices=4, **loop_options))
     if torch.cuda.device_count() >= 2:

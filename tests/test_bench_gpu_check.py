@@ -39,5 +39,6 @@ def test_the_devices_check_runs_on_the_cpu_and_its_loop_configs_split_devices(gp
     """The CUDA check of emulated devices is device-agnostic: here it runs on the CPU (a wrong
     per-device layer fails it), and the loop configs carry the asked device count."""
     gpu_check.devices_match_cpu_float64("cpu")
+    gpu_check.batched_views_match_cpu("cpu")  # the CPU against itself: the check's own plumbing
     cfgs = gpu_check.loop_configs(1, devices=4)
     assert {c.train.devices for c in cfgs.values()} == {4}
