@@ -45,9 +45,16 @@ class Profile:
     seeds: list[int] = field(default_factory=lambda: [0])
     budget_minutes: float | None = None  # expected wall time of the whole table on its machine
     only: list[str] | None = None  # row ids this profile runs (None: every row); the rest show paper values
+    # The paper's protocol (its data, network, schedule and BN statistics), so its numbers compare
+    # with the paper's: no random-init control needed, a difference to the paper drawn. The
+    # profile named `paper` is; others say so (e.g. Table 1's paper-1x64 on emulated devices).
+    paper_scale: bool = False
 
     def runs_row(self, row: Row) -> bool:
         return row.run and (self.only is None or row.id in self.only)
+
+
+PAPER_PROFILE = "paper"  # the profile of the paper's protocol in every table
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,10 @@ class Table:
     rows: list[Row]
     profiles: dict[str, Profile]
     reference_row: str | None = None  # denominator of the sec/iter ratio
+
+    def is_paper_scale(self, profile: str) -> bool:
+        """Whether ``profile`` runs the paper's protocol (see ``Profile.paper_scale``)."""
+        return profile == PAPER_PROFILE or (profile in self.profiles and self.profiles[profile].paper_scale)
 
 
 @dataclass(frozen=True)
@@ -117,7 +128,8 @@ def _resolve(profile: Profile, shared: dict[str, Profile], where: str) -> Profil
     return Profile(description=profile.description or parent.description, base=merge(inherited, profile.base),
                    seeds=profile.seeds, budget_minutes=profile.budget_minutes if profile.budget_minutes is not None
                    else parent.budget_minutes, rows=profile.rows,
-                   only=profile.only if profile.only is not None else parent.only)
+                   only=profile.only if profile.only is not None else parent.only,
+                   paper_scale=profile.paper_scale or parent.paper_scale)
 
 
 def load_table(name: str | Path, tables_dir: str | Path = TABLES_DIR) -> Table:

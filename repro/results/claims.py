@@ -58,7 +58,7 @@ import pandas as pd
 from scipy import stats
 
 from ..config import ConfigError, from_dict, load_yaml
-from ..grid import TABLES_DIR, Table, load_table
+from ..grid import PAPER_PROFILE, TABLES_DIR, Table, load_table
 
 CLAIMS_FILE = TABLES_DIR / "claims.yaml"
 VERDICTS = ("supported", "not supported", "inconclusive", "not applicable", "no learning signal", "not run")
@@ -66,7 +66,7 @@ LEVEL = 0.95  # two-sided confidence level of every interval
 POWER = 0.8  # of the minimum detectable effect
 CONTROL_ROW = "random-init"  # a reduced-scale table's control: the same model, never trained
 TIME_METRICS = ("sec_per_iter",)  # not accuracies: no learning-signal gate
-PAPER_SCALE = "paper"  # the profile whose verdicts speak at the paper's scale
+PAPER_SCALE = PAPER_PROFILE  # the profile whose verdicts fill the report's "paper scale" column
 
 
 # --------------------------------------------------------------------------- the claims file
@@ -254,7 +254,7 @@ def measured_values(table: Table, profile: str, runs: pd.DataFrame, metric: str)
     done = runs[runs["status"] == "done"] if len(runs) else runs
     for row in table.rows:
         if not row.run:
-            if profile == PAPER_SCALE and row.paper.get(metric) is not None:
+            if table.is_paper_scale(profile) and row.paper.get(metric) is not None:
                 out[row.id] = RowValues(row.id, (float(row.paper[metric]),), "paper")
             continue
         if metric not in done or not len(done):
@@ -561,7 +561,7 @@ def _paper_margin(cond: Condition, paper: Values | None) -> float | None:
 def needs_control(table: Table, profile: str, metric: str) -> bool:
     """Whether verdicts on ``metric`` at ``profile`` pass the learning-signal gate: reduced-scale
     accuracies of pre-training tables."""
-    if profile == PAPER_SCALE or metric in TIME_METRICS or profile not in table.profiles:
+    if table.is_paper_scale(profile) or metric in TIME_METRICS or profile not in table.profiles:
         return False
     from ..grid import expand
 

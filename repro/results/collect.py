@@ -26,7 +26,6 @@ OUT_DIR = output_dir()
 # launcher's ``repro.launch.slurm.run_states``, which asks SLURM too (a cancelled job leaves
 # no trace in its directory). The results never import the launcher.
 States = Callable[[list[Path]], list[RunState]]
-PAPER_PROFILE = "paper"  # the paper's protocol: the only profile whose numbers compare with the paper's
 METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
            "epochs_done", "final_loss", "train_wall_s", "world_size",
            # detection (Tables 9-11)
@@ -72,7 +71,7 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
             values = pd.to_numeric(done[col], errors="coerce").dropna() if col in done else pd.Series(dtype=float)
             rec[col] = values.mean() if len(values) else None
             rec[f"{col}_std"] = values.std(ddof=1) if len(values) > 1 else None
-            if profile == PAPER_PROFILE:  # a difference to the paper means something at its scale only
+            if table.is_paper_scale(profile):  # a difference to the paper means something at its scale only
                 both = rec[col] is not None and rec[f"paper_{col}"] is not None
                 rec[f"{col}_delta"] = rec[col] - rec[f"paper_{col}"] if both else None
         for extra in ("knn_top1", "best_top1"):
@@ -120,7 +119,7 @@ def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataF
         if col == "sec_per_iter" and "sec_per_iter_ratio" in summary:
             cols["ratio (paper)"] = [fmt(v) for v in summary["paper_sec_per_iter_ratio"]]
             cols[f"ratio ({profile})"] = [fmt(v) for v in summary["sec_per_iter_ratio"]]
-        elif col != "sec_per_iter" and profile == PAPER_PROFILE:
+        elif col != "sec_per_iter" and table.is_paper_scale(profile):
             # At a reduced scale (other data, network, steps) the paper's value stands beside
             # the measured one, and no difference is drawn.
             cols[f"Δ {spec.label}"] = [fmt(v) for v in summary[f"{col}_delta"]]

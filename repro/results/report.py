@@ -162,7 +162,7 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
                                            paper=paper_values(table, claim.metric),
                                            gate=needs_control(table, profile, claim.metric))
             second = SECONDARY.get(claim.metric)
-            if second and profile != PAPER_SCALE and tr is not None:
+            if second and not table.is_paper_scale(profile) and tr is not None:
                 # the paper gives no kNN numbers: the margins the MDE is compared with are its top-1 margins
                 knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second,
                                         paper=paper_values(table, claim.metric),
@@ -256,7 +256,8 @@ def _signal_md(v: Verdict) -> list[str]:
 
 def claims_markdown(entries: list[ClaimVerdicts], profiles: list[str], scales: dict[str, str]) -> list[str]:
     cols = [PAPER_NUMBERS] + profiles
-    header = ["claim", "where"] + [_column_title(c, scales) for c in cols]
+    paper_like = {p for e in entries for p in profiles if e.table.is_paper_scale(p)}
+    header = ["claim", "where"] + [_column_title(c, scales, c in paper_like) for c in cols]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for e in entries:
         c = e.claim
@@ -304,12 +305,12 @@ def _scale(profile: str, scales: dict[str, str]) -> str:
     return " ".join(scales.get(profile, f"reduced scale ({profile}), never paper scale").split())
 
 
-def _column_title(profile: str, scales: dict[str, str]) -> str:
+def _column_title(profile: str, scales: dict[str, str], paper_like: bool = False) -> str:
     if profile == PAPER_NUMBERS:
         return "paper's numbers"
     if profile == PAPER_SCALE:
         return "reproduced, paper scale"
-    return f"`{profile}` (reduced scale)"
+    return f"`{profile}` (paper scale)" if paper_like else f"`{profile}` (reduced scale)"
 
 
 # --------------------------------------------------------------------------- figures

@@ -396,3 +396,26 @@ def test_a_check_whose_premise_does_not_hold_is_not_applicable(tmp_path):
     write_runs(tmp_path / "gap", "t01", "cpu", {**T1_BASE, "syncbn-bn": [89.5, 89.7]})
     v = verdict_of("one-stable-side-suffices", tmp_path / "gap", "cpu")
     assert v.verdict == "not supported" and v.premise.outcome == "holds"
+
+
+def test_a_paper_protocol_on_emulated_devices_is_read_at_paper_scale(tmp_path):
+    """Table 1's paper-1x64 runs the paper's protocol and BN statistics on one GPU: no random-init
+    control gates its verdicts, and its table draws the difference to the paper."""
+    from repro.results.claims import needs_control
+    from repro.results.collect import render
+
+    table = load_table("t01")
+    assert table.is_paper_scale("paper") and table.is_paper_scale("paper-1x64") and table.is_paper_scale("paper-8x8")
+    assert not table.is_paper_scale("cpu-8x4")
+    assert not needs_control(table, "paper-1x64", "top1") and needs_control(table, "cpu-8x4", "top1")
+    write_runs(tmp_path, "t01", "paper-1x64", {r: [v + 0.5] for r, v in
+                                               {"syncbn-syncbn": 88.06, "bn-syncbn": 87.80, "syncbn-bn": 87.12,
+                                                "bn-bn": 84.16, "bn-mbn": 88.18, "syncbn-mbn": 88.25}.items()})
+    v = verdict_of("syncbn-critical", tmp_path, "paper-1x64")
+    assert v.verdict == "inconclusive" and v.signal is None  # one seed, and no gate
+    import pandas as pd
+
+    paths = render("t01", "paper-1x64", tmp_path, tmp_path / "out")
+    assert "Δ Top-1 (%)" in paths["md"].read_text()
+    deltas = pd.read_csv(paths["csv"]).set_index("row")["top1_delta"]
+    assert deltas["bn-bn"] == pytest.approx(0.5) and deltas["syncbn-syncbn"] == pytest.approx(0.5)
