@@ -15,6 +15,16 @@ import torch.multiprocessing as mp
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture
+def float64():
+    """The test runs in float64 (``pytestmark = pytest.mark.usefixtures("float64")``); the default
+    dtype is restored for other tests."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
 @pytest.fixture(autouse=True)
 def _environment_restored():
     """Each test leaves os.environ as it found it. submitit's TorchDistributedEnvironment.export

@@ -20,6 +20,9 @@ EXPECTED = {
     # Table 1, STL10: 64 GPUs x 32 = 2048; SGD 0.1 x 2048/256 = 0.8; m_base 0.032 (no rule).
     **{("t01", "paper", r): (2048, 0.8, 0.032) for r in
        ("syncbn-syncbn", "bn-syncbn", "syncbn-bn", "bn-bn", "bn-mbn", "syncbn-mbn")},
+    # The same statistics on emulated devices: 1 x 64 x 32 and 8 x 8 x 32 = 2048, the same lr and m_base.
+    **{("t01", p, r): (2048, 0.8, 0.032) for p in ("paper-1x64", "paper-8x8") for r in
+       ("syncbn-syncbn", "bn-syncbn", "syncbn-bn", "bn-bn", "bn-mbn", "syncbn-mbn")},
     # Table 2: 128 x 32 = 4096; LARS 0.3 x 16 = 4.8; m_base 0.01 x 4096/4096 = 0.01.
     ("t02", "paper", "byol-syncbn"): (4096, 4.8, 0.01),
     ("t02", "paper", "byol-bn-32"): (4096, 4.8, 0.01),

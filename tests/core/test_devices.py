@@ -25,7 +25,7 @@ from repro.core.momentum_bn import MomentumBatchNorm2d, convert_to_momentum_bn, 
 from repro.data.augment import ResumableSampler
 
 
-pytestmark = pytest.mark.usefixtures("float64")  # tests/core/conftest.py
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 
 def rand(*shape, seed=0):

@@ -22,7 +22,7 @@ from repro.core.momentum_bn import (
 VARIANCES = ["reference", "biased"]
 
 
-pytestmark = pytest.mark.usefixtures("float64")  # tests/core/conftest.py
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 
 def layer2d(c=3, variance="reference", seed=0):

@@ -31,7 +31,7 @@ def test_max_steps_caps_and_imagenet_counts():
 def test_table1_paper_grid_uses_each_rows_paper_speed():
     table = load_table("t01")
     costs = cost.estimate(table, expand(table, "paper"))
-    paper = {row.id: row.paper["sec_per_iter"] for row in table.rows if row.id != "random-init"}  # cpu only
+    paper = {row.id: row.paper["sec_per_iter"] for row in table.rows if "sec_per_iter" in row.paper}  # CPU-only rows have none
     assert [c.sec_per_iter for c in costs] == list(paper.values())
     assert all(c.steps == 20_400 and c.world_size == 64 and c.source == "paper" for c in costs)
     total = sum(c.gpu_hours for c in costs)
