@@ -106,7 +106,7 @@ class _DeviceBatchNorm(nn.Module):
         """Device ``k``'s layer as an ``nn.BatchNorm1d`` / ``2d`` with its running statistics."""
         new = self._plain(self.num_features, eps=self.eps, momentum=self.momentum)
         new.load_state_dict(slice_state(self, k, self.state_dict()))
-        return new.to(self.weight.device).train(self.training)
+        return new.to(self.weight.device, self.weight.dtype).train(self.training)
 
 
 class DeviceBatchNorm1d(_DeviceBatchNorm):

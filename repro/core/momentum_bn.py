@@ -186,7 +186,7 @@ class _MomentumBatchNorm(nn.Module):
         """Device ``k``'s layer alone (one device), with its history and parked statistics."""
         new = type(self)(self.num_features, eps=self.eps, variance=self.variance)
         new.load_state_dict(slice_state(self, k, self.state_dict()))
-        return new.to(self.weight.device).train(self.training)
+        return new.to(self.weight.device, self.weight.dtype).train(self.training)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
