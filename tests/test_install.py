@@ -58,11 +58,32 @@ def test_the_installed_package_is_the_one_that_runs(installed, tmp_path):
     assert listed.returncode == 0 and "t12" in listed.stdout, listed.stderr
 
 
+def _makefile_cpu_profiles() -> list[str]:
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if line.startswith("CPU_PROFILES"):
+            return line.split("=", 1)[1].split()
+    raise AssertionError("the Makefile no longer sets CPU_PROFILES")
+
+
+def _committed_evidence(dest: Path) -> Path:
+    """The committed files of results/cpu (a campaign running in this checkout adds runs the report has not seen)."""
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        return EVIDENCE
+    listed = subprocess.run(["git", "ls-files", "-z", "results/cpu"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    return dest / "results" / "cpu"
+
+
 def test_an_installed_report_renders_the_committed_evidence(installed, tmp_path):
-    # The profiles make cpu-report renders (the Makefile's CPU_PROFILES)
-    out = _repro(installed, tmp_path, "report", "--runs", str(EVIDENCE), "--profile", "cpu", "--profile", "cpu-mnist",
-                 "--out", "report")
+    # The profiles make cpu-report renders, read from the Makefile so that the two cannot drift apart.
+    profiles = _makefile_cpu_profiles()
+    assert "cpu-mnist" in profiles
+    evidence = _committed_evidence(tmp_path / "checkout")
+    args = [a for p in profiles for a in ("--profile", p)]
+    out = _repro(installed, tmp_path, "report", "--runs", str(evidence), *args, "--out", "report")
     assert out.returncode == 0, out.stderr
     fresh = (tmp_path / "report" / "report.md").read_text()
     # The one difference: outside the repository the evidence's path is shown in full.
-    assert fresh == (EVIDENCE / "report" / "report.md").read_text().replace("`results/cpu/", f"`{EVIDENCE}/")
+    assert fresh == (EVIDENCE / "report" / "report.md").read_text().replace("`results/cpu/", f"`{evidence}/")
