@@ -44,9 +44,11 @@ def test_expansion_is_stable_and_ids_unique():
     t = load_table("t01")
     a, b = expand(t, "local"), expand(t, "local")
     assert [r.run_id for r in a] == [r.run_id for r in b]
-    assert len({r.run_id for r in a}) == 6
-    assert {(r.config.model.student_norm, r.config.model.teacher_norm) for r in a} == {v[:2] for v in PAPER_T1.values()}
-    assert all(r.config.train.world_size == 2 for r in a)  # Synced BN really synchronises
+    assert len({r.run_id for r in a}) == 7  # the six rows and the random-init control
+    trained = [r for r in a if r.row != "random-init"]
+    assert {(r.config.model.student_norm, r.config.model.teacher_norm) for r in trained} == {v[:2] for v in PAPER_T1.values()}
+    # The paper's BN ratio in one process: BN over one emulated device, Synced BN over all of them
+    assert all((r.config.train.world_size, r.config.train.devices, r.config.train.bn_batch_size) == (1, 8, 4) for r in a)
 
 
 def test_unknown_profile_lists_the_known_ones():

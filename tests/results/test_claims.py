@@ -324,10 +324,12 @@ def test_without_a_control_a_reduced_scale_accuracy_claim_gets_no_verdict(tmp_pa
     assert needs_control(load_table("t01"), "cpu", "knn_top1")
 
 
-def test_the_random_init_control_runs_only_at_the_cpu_evidence_profiles():
+def test_the_random_init_control_runs_at_the_cpu_evidence_profiles_and_the_default_table1():
     for name in ("t01", "t04", "t06"):
         table = load_table(name)
-        evidence = {p for p in table.profiles if p in ("cpu", "cpu-mnist", "cpu-8x4")}
+        # the default `make table1` (t01 at local) shows its control too (issue 27)
+        with_control = ("cpu", "cpu-mnist", "cpu-8x4") + (("local",) if name == "t01" else ())
+        evidence = {p for p in table.profiles if p in with_control}
         for profile in table.profiles:
             rows = {r.row for r in expand(table, profile)}
             assert ("random-init" in rows) == (profile in evidence), (name, profile)
