@@ -47,7 +47,7 @@ def programs(*names: str, hint: str) -> list[str]:
 
 
 DETECTRON2_HINT = ("built from source, not on PyPI: `bash .ci/detectron2/install.sh` from the shared archive, "
-                   "or README, Transfer, from its repository")
+                   "or docs/transfer.md, from its repository")
 
 
 def detectron2():

@@ -8,7 +8,7 @@
 # removed by pip with any reinstall), where repro.transfer.detectron2.detectron2_commit() reads it
 # into each detection run's final.json.
 #
-# Users elsewhere install the same commit from Detectron2's repository (README, "Transfer"):
+# Users elsewhere install the same commit from Detectron2's repository (docs/transfer.md):
 #   pip install "setuptools<81" wheel
 #   pip install --no-build-isolation "git+https://github.com/facebookresearch/detectron2.git@$COMMIT"
 set -euo pipefail
@@ -42,7 +42,7 @@ if installed; then
 fi
 if [ ! -f "$archive" ]; then
   echo "detectron2: source archive $archive not found: CI expects Detectron2 $COMMIT there" \
-       "(shared/vendor/ beside the checkout); elsewhere install it from its repository (README, Transfer)" >&2
+       "(shared/vendor/ beside the checkout); elsewhere install it from its repository (docs/transfer.md)" >&2
   exit 1
 fi
 t0=$(date +%s)

@@ -120,7 +120,7 @@ INSTALL_HINT = (
     "It is not on PyPI: install it from source into this environment, torch and torchvision first, then "
     "`pip install 'setuptools<81' pycocotools 'lvis>=0.5.3'` (or `pip install -e '.[transfer]'`) and "
     "`pip install --no-build-isolation 'git+https://github.com/facebookresearch/detectron2.git@"
-    "02b5c4e295e990042a714712c21dc79b731e8833'` (the commit CI tests against; README, Transfer) "
+    "02b5c4e295e990042a714712c21dc79b731e8833'` (the commit CI tests against; docs/transfer.md) "
     "(setuptools<81: detectron2.model_zoo imports pkg_resources; --no-build-isolation: the build needs "
     "the installed torch; a few minutes, also on CPU). Detectron2 has no release since v0.6: the commit "
     "you install is recorded in each run's final.json"

@@ -1,9 +1,9 @@
 """Which Detectron2 a detection run used: the commit CI installs, and how a run tells its own.
 
 The commit is pinned once, in .ci/detectron2/install.sh, which builds it from the shared source
-archive and records it in the installed distribution; the README's install command names the
-same commit; `detectron2_commit()` puts it into each detection run's final.json ("unknown" when
-it cannot be told, never an unrelated repository's commit).
+archive and records it in the installed distribution; the install command in docs/transfer.md
+names the same commit; `detectron2_commit()` puts it into each detection run's final.json
+("unknown" when it cannot be told, never an unrelated repository's commit).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def test_ci_runs_the_install_step_before_the_tests():
     assert run.index("bash .ci/detectron2/install.sh") < run.index("make test")
 
 
-def test_readme_names_the_commit_ci_tests_against():
-    readme = (REPO / "README.md").read_text()
+def test_the_transfer_docs_name_the_commit_ci_tests_against():
+    readme = (REPO / "docs" / "transfer.md").read_text()
     commit = ci_commit()
     assert (f"pip install --no-build-isolation "
             f"'git+https://github.com/facebookresearch/detectron2.git@{commit}'") in readme
