@@ -1,5 +1,7 @@
 # Entry points. Every target creates the virtual environment and installs on first use.
 #   make table1                      Table 1 on built-in data, this machine (PROFILE=local)
+#   make record-table1               after make table1: its run records into results/local/ and
+#                                    README.md's figures regenerated from them
 #   make table1 PROFILE=smoke        the same pipeline in about a minute
 #   make table1 PROFILE=paper CLUSTER=<profile in slurm/> DATA_ROOT=/data/stl10
 #   make table2 ... table8           the ImageNet tables (paper scale needs DATA_ROOT=imagenet)
@@ -15,7 +17,7 @@
 #   make report                      tables/out/report.{md,html}: every table, Figure 3, the claims'
 #                                    verdicts, from runs/ and the committed results/cpu/
 #   make cpu-evidence                CPU-scale evidence: Table 1 at profile cpu-8x4 (8 emulated devices
-#                                    x 4 images) into results/cpu (about 45 minutes a seed on 2 cores;
+#                                    x 4 images) into results/cpu (about 1.5-2 hours a seed on 2 cores;
 #                                    finished runs are skipped, so it resumes), then make cpu-report.
 #                                    Earlier designs: CPU_PROFILE=cpu-mnist, or CPU_PROFILE=cpu
 #                                    CPU_TABLES="t01 t06 t04"
@@ -51,7 +53,7 @@ CPU_PROFILE ?= cpu-8x4
 CPU_TABLES ?= t01
 CPU_PROFILES = cpu cpu-mnist cpu-8x4
 
-.PHONY: preflight curves report cpu-report cpu-evidence precision-check slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
+.PHONY: record-table1 preflight curves report cpu-report cpu-evidence precision-check slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -119,6 +121,10 @@ cpu-evidence: $(STAMP)
 	for t in $(CPU_TABLES); do \
 	  $(REPRO) run $$t --profile $(CPU_PROFILE) --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables || exit 1; done
 	$(MAKE) --no-print-directory cpu-report
+
+# The README's figures for the default make table1 come from that command's own records.
+record-table1: $(STAMP)
+	$(PY) -m repro.results.readme record --runs $(RUNS)
 
 cpu-report: $(STAMP)
 	$(REPRO) report --runs $(CPU_RUNS) $(addprefix --profile ,$(CPU_PROFILES)) --out $(CPU_RUNS)/report
