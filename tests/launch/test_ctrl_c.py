@@ -22,6 +22,7 @@ def _steps(metrics: Path) -> list[int]:
     return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     (tmux,) = programs("tmux", hint="apt-get install tmux")
