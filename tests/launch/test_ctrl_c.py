@@ -62,3 +62,17 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     for run_dir in started:  # resumed from its checkpoint: step 1 was never trained again
         steps = _steps(run_dir / "metrics.jsonl")
         assert steps.count(1) == 1 and steps[-1] == 6, (run_dir.name, steps)
+
+
+def test_an_interrupted_command_prints_one_line_and_exits_130(monkeypatch, capsys):
+    """The fast tier's check of what the slow test above sees on the screen: the CLI's answer
+    to a KeyboardInterrupt, without the terminal, the launcher or the runs."""
+    import repro.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert main(["run", "t01", "--profile", "smoke"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err == "interrupted: finished runs are kept; running ones resume from their last checkpoint\n"
