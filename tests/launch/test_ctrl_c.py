@@ -4,6 +4,7 @@ traceback on the screen; the rerun resumes from the checkpoints and finishes the
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     runs, out, rc = tmp_path / "runs", tmp_path / "out", tmp_path / "rc"
     command = (f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m repro run t01 --profile smoke "
                f"--runs {runs} --out {out}; echo $? > {rc}")
-    session = f"repro-ctrl-c-{tmp_path.name}"
+    session = f"repro-ctrl-c-{os.getpid()}-{tmp_path.name}"  # tmp_path.name repeats across concurrent pytest runs
     server = ["-L", session]  # a tmux server of its own
     subprocess.run([tmux, *server, "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "bash", "-c",
                     command + "; sleep 600"], check=True)
