@@ -13,7 +13,11 @@
 #   make bench-gpu                   CUDA checks and timings (bench/gpu_check.py), on a GPU machine
 #   make curves TABLE=1              the training curves of table N at PROFILE, figures/out/curves_tableN_<profile>.png
 #   make tables                      re-render every table that has results, and Figure 3
-#   make test                        the test suite
+#   make test                        the fast tier: every test not marked slow (pytest -m "not slow"),
+#                                    at least one in every area; under 10 minutes on 2 cores
+#   make test-all                    every test: the fast tier and the slow tier (pytest -m slow: each
+#                                    make target at PROFILE=smoke, the multi-process exactness tests,
+#                                    the installed package, the end-to-end launches)
 #   make report                      tables/out/report.{md,html}: every table, Figure 3, the claims'
 #                                    verdicts, from runs/ and the committed results/cpu/
 #   make cpu-evidence                CPU-scale evidence: Table 1 at profile cpu-8x4 (8 emulated devices
@@ -53,7 +57,7 @@ CPU_PROFILE ?= cpu-8x4
 CPU_TABLES ?= t01
 CPU_PROFILES = cpu cpu-mnist cpu-8x4
 
-.PHONY: record-table1 preflight curves report cpu-report cpu-evidence precision-check slurm-up slurm-down install test status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
+.PHONY: record-table1 preflight curves report cpu-report cpu-evidence precision-check slurm-up slurm-down install test test-all status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
 install: $(STAMP)
 
@@ -62,7 +66,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,transfer]'
 	touch $@
 
+# The slow marker (pyproject.toml) splits the suite in two tiers; make test-all runs both.
 test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 # make tableN: submit the unfinished runs of table N, wait (local), render tables/out/tableN.*

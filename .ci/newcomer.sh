@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command as a newcomer's machine sees it: a fresh virtual environment made
+# The README's test command (`make test`, the fast tier: the tests not marked slow) as a
+# newcomer's machine sees it: a fresh virtual environment made
 # by `make` from the project's own files (so no Detectron2, which is not on PyPI), CI unset,
 # and no SLURM, Chromium or tmux reachable. It must pass there; what it skips, it names.
 #
@@ -38,7 +39,7 @@ set +e
 "${run[@]}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
-# pytest -q ends with one line such as "477 passed, 28 skipped, 3 warnings in 513.32s".
+# pytest -q ends with one line such as "477 passed, 28 skipped, 60 deselected, 3 warnings in 513.32s".
 summary=$(grep -E "^(=+ )?[0-9]+ (passed|failed|error)" "$log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//' || true)
 skipped=$(grep -oE "[0-9]+ skipped" <<<"$summary" | grep -oE "[0-9]+" || echo 0)
 echo "newcomer: make test exit $status: ${summary:-no pytest summary}; $skipped skipped, because:"

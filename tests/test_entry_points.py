@@ -28,7 +28,7 @@ import needs
 from repro.grid import expand, load_table
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.entry_points
+pytestmark = [pytest.mark.entry_points, pytest.mark.slow]
 
 # (make target, the tables it renders), in the order a user runs them.
 TARGETS = [(f"table{n}", [f"t{n:02d}"]) for n in range(1, 9)] + [

@@ -47,6 +47,7 @@ def _repro(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProces
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_the_installed_package_is_the_one_that_runs(installed, tmp_path):
     out = _repro(installed, tmp_path, "report", "--help")
     assert out.returncode == 0, out.stderr
@@ -76,6 +77,7 @@ def _committed_evidence(dest: Path) -> Path:
     return dest / "results" / "cpu"
 
 
+@pytest.mark.slow
 def test_an_installed_report_renders_the_committed_evidence(installed, tmp_path):
     # The profiles make cpu-report renders, read from the Makefile so that the two cannot drift apart.
     profiles = _makefile_cpu_profiles()

@@ -199,12 +199,14 @@ def z_scores(view_specs, per_image_views):
                         for a, b in zip(ours, theirs)])
 
 
+@pytest.mark.slow  # per_image_views: 6,144 torchvision view pipelines, for the statistics
 def test_views_have_the_per_image_pipeline_s_moments(per_image_views):
     """3,072 views of each kind: the mean of five statistics per view within 4 standard errors."""
     z = z_scores(specs(), per_image_views)
     assert z.abs().max() < 4.0, z
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mutation", ["crop scale (0.25, 1)", "no solarize on view 2", "blur p swapped"])
 def test_a_wrong_op_moves_the_moments(mutation, per_image_views):
     v1, v2_ = specs()

@@ -4,6 +4,7 @@ traceback on the screen; the rerun resumes from the checkpoints and finishes the
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -22,13 +23,14 @@ def _steps(metrics: Path) -> list[int]:
     return [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     (tmux,) = programs("tmux", hint="apt-get install tmux")
     runs, out, rc = tmp_path / "runs", tmp_path / "out", tmp_path / "rc"
     command = (f"cd {shlex.quote(str(REPO))} && {shlex.quote(sys.executable)} -m repro run t01 --profile smoke "
                f"--runs {runs} --out {out}; echo $? > {rc}")
-    session = f"repro-ctrl-c-{tmp_path.name}"
+    session = f"repro-ctrl-c-{os.getpid()}-{tmp_path.name}"  # tmp_path.name repeats across concurrent pytest runs
     server = ["-L", session]  # a tmux server of its own
     subprocess.run([tmux, *server, "new-session", "-d", "-s", session, "-x", "200", "-y", "50", "bash", "-c",
                     command + "; sleep 600"], check=True)
@@ -61,3 +63,17 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_rerun_resumes(tmp_path):
     for run_dir in started:  # resumed from its checkpoint: step 1 was never trained again
         steps = _steps(run_dir / "metrics.jsonl")
         assert steps.count(1) == 1 and steps[-1] == 6, (run_dir.name, steps)
+
+
+def test_an_interrupted_command_prints_one_line_and_exits_130(monkeypatch, capsys):
+    """The fast tier's check of what the slow test above sees on the screen: the CLI's answer
+    to a KeyboardInterrupt, without the terminal, the launcher or the runs."""
+    import repro.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert main(["run", "t01", "--profile", "smoke"]) == 130
+    out, err = capsys.readouterr()
+    assert out == "" and err == "interrupted: finished runs are kept; running ones resume from their last checkpoint\n"

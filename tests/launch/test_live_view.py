@@ -127,6 +127,7 @@ def _done(runs: Path, job_id: str) -> bool:
                if json.loads(j.read_text())["job_id"] == job_id)
 
 
+@pytest.mark.slow  # killed_then_attached: Table 1's smoke launched, killed and attached to, in real processes
 def test_without_a_terminal_the_launcher_prints_summary_lines(killed_then_attached):
     a_log = killed_then_attached[2]
     lines = [line for line in a_log.splitlines() if line.startswith("t01/smoke: ")]
@@ -137,6 +138,7 @@ def test_without_a_terminal_the_launcher_prints_summary_lines(killed_then_attach
     assert any(re.search(r"\| \S+-s0-\w+ [1-6]/6 ETA \d+m\d\ds", line) for line in lines), a_log
 
 
+@pytest.mark.slow
 def test_the_relaunch_attaches_waits_and_renders_six_of_six(killed_then_attached):
     runs, out, _, rc, shown = killed_then_attached
     assert rc == 0
@@ -152,6 +154,7 @@ def test_the_relaunch_attaches_waits_and_renders_six_of_six(killed_then_attached
     assert (df["status"] == "done").all() and df["top1"].between(0, 100).all()
 
 
+@pytest.mark.slow
 def test_status_shows_the_same_figures(killed_then_attached, capsys):
     runs = killed_then_attached[0]
     assert main(["status", "t01", "--profile", "smoke", "--runs", str(runs)]) == 0
@@ -160,6 +163,7 @@ def test_status_shows_the_same_figures(killed_then_attached, capsys):
     assert lines[7] == "t01/smoke: 6/6 done, 0 running, 0 pending, 0 failed; ETA 0m00s"
 
 
+@pytest.mark.slow
 def test_a_less_complete_table_never_replaces_a_more_complete_one(killed_then_attached, tmp_path):
     runs, out, *_ = killed_then_attached
     before = (out / "table1.md").read_text()
@@ -188,6 +192,7 @@ def test_a_launcher_whose_runs_fail_exits_non_zero_and_names_them(tmp_path, caps
     assert re.search(r"  syncbn-mbn-s0-\w+: failed: ValueError: dataset of", printed.err)
 
 
+@pytest.mark.slow
 def test_a_corrupt_final_json_is_rerun_with_rerun_failed_from_its_checkpoints(killed_then_attached, capsys):
     runs, out, *_ = killed_then_attached
     final = next(runs.glob("t01/smoke/bn-mbn-*/final.json"))
@@ -206,6 +211,7 @@ def test_a_corrupt_final_json_is_rerun_with_rerun_failed_from_its_checkpoints(ki
     assert "6/6 runs done" in (tmp / "table1.md").read_text()
 
 
+@pytest.mark.slow
 def test_each_smoke_run_writes_tensorboard_scalars_read_back_by_tensorboard(killed_then_attached):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

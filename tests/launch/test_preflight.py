@@ -50,6 +50,7 @@ def test_an_image_size_the_model_cannot_take_fails_in_one_line_naming_the_row():
     assert "row bn-bn" in msg and "image_size 0" in msg and "\n" not in msg
 
 
+@pytest.mark.slow  # two gloo processes and the probe pass
 def test_a_t01_row_runs_the_real_loop_in_two_gloo_processes_on_generated_stl10_files():
     from repro.launch.preflight import check_loop
 

@@ -30,7 +30,7 @@ from repro.launch.status import status_lines
 from repro.results.collect import render
 from slurm_helpers import REPO, slurm_cluster, wait_until, write_cluster, write_table  # noqa: F401 (fixture)
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 QUIET = {"log": lambda *a: None}
 
 

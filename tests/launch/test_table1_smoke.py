@@ -15,6 +15,8 @@ from repro.results.collect import render
 from repro.train.checkpoint import sha256
 from test_grid import PAPER_T1
 
+pytestmark = pytest.mark.slow  # six real training runs through the LocalExecutor
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

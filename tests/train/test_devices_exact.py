@@ -115,6 +115,7 @@ def in_process(fn, *args):
         torch.set_default_dtype(old)
 
 
+@pytest.mark.slow
 def test_one_process_of_two_devices_equals_two_processes(tmp_path, distributed):
     emulated = gathered(in_process(run_rows, 2, 4, tmp_path / "1x2", True))
     real = gathered(distributed(run_rows, 2, 1, 4, str(tmp_path / "2x1"), False))
@@ -125,12 +126,14 @@ def test_one_process_of_two_devices_equals_two_processes(tmp_path, distributed):
     assert not torch.allclose(bn[0][key], bn[1][key])
 
 
+@pytest.mark.slow
 def test_two_processes_of_two_devices_equal_four_processes(tmp_path, distributed):
     emulated = gathered(distributed(run_rows, 2, 2, 4, str(tmp_path / "2x2"), True))
     real = gathered(distributed(run_rows, 4, 1, 4, str(tmp_path / "4x1"), False))
     assert_same(emulated, real)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("augmentation_mode", ["per_image", "batched"])
 def test_the_real_loop_with_devices_equals_one_device_processes_and_resumes(tmp_path, distributed, augmentation_mode):
     """The pre-training loop itself (data, augmentations, checkpoints, the probe's device-0

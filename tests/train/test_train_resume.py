@@ -57,6 +57,7 @@ def _two_process_run(rank, world_size, cfg, whole, parts):
     return summary["final_loss"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("row", ["syncbn-mbn", "bn-bn"])
 def test_two_process_resume_is_exact_with_per_rank_state(tmp_path, distributed, row):
     cfg = smoke_config(row, world_size=2)

@@ -22,7 +22,7 @@ from repro.transfer.metrics import parse_metrics
 from repro.transfer.export import save_detectron2, to_detectron2
 from repro.transfer.pretrained import resolve_backbone
 
-pytestmark = pytest.mark.detectron2
+pytestmark = [pytest.mark.detectron2, pytest.mark.slow]
 ITERS = 2
 
 
