@@ -345,34 +345,6 @@ def run_states(run_dirs: Iterable[RunDir | Path], scheduler: Scheduler | None = 
     return [d.state(answer.get(j) if j is not None else None) for d, j in zip(dirs, job_ids)]
 
 
-# The free functions on paths that came before RunDir, kept while the layers move to it.
-RECORDS = RunDir.RECORDS
-
-
-def unreadable_record(run_dir: Path) -> tuple[str, str] | None:
-    return RunDir(run_dir).unreadable_record()
-
-
-def corrupt_error(run_dir: Path) -> str | None:
-    return RunDir(run_dir).corrupt_error()
-
-
-def set_corrupt_aside(run_dir: Path) -> list[Path]:
-    return RunDir(run_dir).set_corrupt_aside()
-
-
-def run_status(run_dir: Path) -> Status:
-    return RunDir(run_dir).status()
-
-
-def first_error_line(run_dir: Path) -> str:
-    return RunDir(run_dir).first_error_line()
-
-
-def prepare_run_dir(run: Run, runs_root: Path) -> Path:
-    return RunDir.of(run, runs_root).prepare(run).path
-
-
 def _yaml_ready(d):
     if isinstance(d, dict):
         return {k: _yaml_ready(v) for k, v in d.items()}

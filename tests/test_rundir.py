@@ -1,5 +1,6 @@
-"""A run directory's records: a corrupt or partial one is an error (status ``corrupt``, with
-the file and the fix), never a result; a torn last line of metrics.jsonl is ignored."""
+"""A run directory (``RunDir``): its files, its records and its status. A corrupt or partial
+record is an error (status ``corrupt``, with the file and the fix), never a result; the
+scheduler's word corrects an unfinished run; a torn last line of metrics.jsonl is ignored."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from repro import rundir
 from repro.grid import expand, load_table
-from repro.launch import slurm, status, submit
+from repro.launch import status, submit
 from repro.results import collect
 from repro.rundir import RunDir, RunState, Status
 
@@ -29,31 +30,35 @@ def _done_run(tmp_path):
     return run, d
 
 
+def _status_lines(root):
+    return status.status_lines(status.status_progress(load_table("t01"), "smoke", root))
+
+
 @pytest.mark.parametrize("name", list(CUT))
 def test_a_cut_record_is_corrupt_with_the_file_and_the_fix(tmp_path, name):
     run, d = _done_run(tmp_path)
-    assert rundir.run_status(d) == "done"
+    assert RunDir(d).status() is Status.DONE
     (d / name).write_text(CUT[name])
-    assert rundir.run_status(d) == "corrupt"
-    for states in (rundir.run_states, slurm.run_states):
-        (state,) = states([d])
-        assert state.status == "corrupt"
+    assert RunDir(d).status() is Status.CORRUPT
+    for scheduler in (None, lambda ids: {i: "COMPLETED" for i in ids}):
+        (state,) = rundir.run_states([d], scheduler)
+        assert state.status is Status.CORRUPT
         assert str(d / name) in state.error and "is unreadable" in state.error
         assert state.error.endswith("rerun with --rerun-failed, which keeps the checkpoints")
     # The table shows it as corrupt, with no numbers, and says why under the table.
-    paths = collect.render("t01", "smoke", tmp_path, out_dir=tmp_path / "out")
+    paths = collect.render(load_table("t01"), "smoke", tmp_path, out_dir=tmp_path / "out")
     runs = pd.read_csv(paths["runs"]).set_index("run_id")
     assert runs.loc[run.run_id, "status"] == "corrupt" and pd.isna(runs.loc[run.run_id, "top1"])
     assert pd.read_csv(paths["csv"]).set_index("row").loc[run.row, "status"] == "corrupt"
     assert f"`{run.run_id}` corrupt: {d / name} is unreadable" in paths["md"].read_text()
-    (line,) = [s for s in status.status_lines("t01", "smoke", tmp_path) if s.startswith(run.run_id)]
+    (line,) = [s for s in _status_lines(tmp_path) if s.startswith(run.run_id)]
     assert " corrupt " in line and "--rerun-failed" in line
 
 
 def test_a_record_that_is_not_a_mapping_is_corrupt(tmp_path):
     _, d = _done_run(tmp_path)
     (d / "final.json").write_text("[1, 2]")
-    assert rundir.run_status(d) == "corrupt" and "not a mapping" in rundir.corrupt_error(d)
+    assert RunDir(d).status() == "corrupt" and "not a mapping" in RunDir(d).corrupt_error()
 
 
 def test_the_launcher_skips_a_corrupt_run_and_sets_it_aside_to_rerun(tmp_path):
@@ -64,13 +69,13 @@ def test_the_launcher_skips_a_corrupt_run_and_sets_it_aside_to_rerun(tmp_path):
         r.run_dir(tmp_path).mkdir(parents=True)
         (r.run_dir(tmp_path) / "final.json").write_text(GOOD["final.json"])
     messages = []
-    report = submit.launch("t01", "smoke", "debug", tmp_path, log=messages.append)
+    report = submit.launch(load_table("t01"), "smoke", "debug", tmp_path, log=messages.append)
     assert report.submitted == [] and [r.run_id for r in report.skipped_failed] == [run.run_id]
     assert any("CORRUPT" in m and "final.json is unreadable" in m and "--rerun-failed" in m for m in messages)
     # With --rerun-failed the cut file is set aside (kept, never read) before the run goes again.
-    moved = rundir.set_corrupt_aside(d)
+    moved = RunDir(d).set_corrupt_aside()
     assert moved == [d / "final.json.corrupt"] and moved[0].read_text() == CUT["final.json"]
-    assert rundir.run_status(d) == "running"  # its metrics and checkpoints are kept
+    assert RunDir(d).status() is Status.RUNNING  # its metrics and checkpoints are kept
 
 
 def test_a_torn_last_line_of_metrics_is_ignored(tmp_path):
@@ -81,7 +86,7 @@ def test_a_torn_last_line_of_metrics_is_ignored(tmp_path):
     run, d = _done_run(tmp_path / "runs")
     (d / "final.json").unlink()
     (d / "metrics.jsonl").write_text(path.read_text())
-    (line,) = [s for s in status.status_lines("t01", "smoke", tmp_path / "runs") if s.startswith(run.run_id)]
+    (line,) = [s for s in _status_lines(tmp_path / "runs") if s.startswith(run.run_id)]
     assert line.split()[1] == "running" and line.split()[4:6] == ["2/?", "1.5000"]
 
 
@@ -106,10 +111,10 @@ def test_a_record_replaced_after_it_read_well_is_read_again(tmp_path):
     """Status is asked every second, and a record that read well is not parsed again until its
     file changes: one replaced by another (atomically, as the project writes) is read anew."""
     _, d = _done_run(tmp_path)
-    assert rundir.run_status(d) == "done"
+    assert RunDir(d).status() is Status.DONE
     (d / "next.json").write_text("[1]")
     (d / "next.json").replace(d / "final.json")  # a new file in its place (a new inode)
-    assert rundir.run_status(d) == "corrupt" and "not a mapping" in rundir.corrupt_error(d)
+    assert RunDir(d).status() is Status.CORRUPT and "not a mapping" in RunDir(d).corrupt_error()
 
 
 def test_the_dirty_flag_is_about_code_not_the_run_records_under_results(tmp_path):
