@@ -1,12 +1,12 @@
-"""Run states from run directories and SLURM's word, without a cluster: sacct's output is
-parsed from text, and the cluster's answers are stubbed where a directory needs them."""
+"""SLURM's word on jobs without a cluster: sacct's output is parsed from text, and the
+cluster's answers are stubbed where a directory needs them. What the word means for a run
+(``RunDir.status``) is tested in tests/test_rundir.py."""
 
 from __future__ import annotations
 
 import json
 
 import pandas as pd
-import pytest
 
 from repro import cli
 from repro.launch import slurm, status
