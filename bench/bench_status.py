@@ -13,17 +13,17 @@ import time
 from pathlib import Path
 
 from repro.launch.progress import read_progress
-from repro.launch.slurm import run_states
+from repro.rundir import RunDir, run_states
 
 
-def look(dirs: list[Path]) -> None:
-    for d, state in zip(dirs, run_states(dirs, ask_scheduler=False)):
-        read_progress(d.name, d, state)
+def look(dirs: list[RunDir]) -> None:
+    for d, state in zip(dirs, run_states(dirs)):  # the directories alone: no scheduler asked
+        read_progress(d.path.name, d, state)
 
 
 def main() -> None:
     root = Path(sys.argv[1] if len(sys.argv) > 1 else "results/cpu/t01/cpu-mnist")
-    dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    dirs = [RunDir(p) for p in sorted(p for p in root.iterdir() if p.is_dir())]
     if not dirs:
         sys.exit(f"no run directories in {root}: pass a folder of runs (for example results/cpu/t01/cpu-mnist)")
     t = time.process_time()

@@ -103,11 +103,12 @@ def _cmd_preflight(args) -> int:
 
 
 def _cmd_compare(args) -> int:
+    from .grid import load_table
     from .launch import slurm
     from .results.compare import compare_profiles
 
-    print(compare_profiles(args.table, args.profile, args.against, args.runs, out=args.out,
-                           states=slurm.run_states), end="")
+    print(compare_profiles(load_table(args.table), args.profile, args.against, args.runs, out=args.out,
+                           scheduler=slurm.slurm_states), end="")
     if args.out:
         print(f"written: {args.out}")
     return 0
@@ -123,11 +124,10 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from .launch import status
+    from .grid import load_table
+    from .launch import slurm, status
 
-    print(status.STATUS_HEADER)
-    print("\n".join(status.status_lines(args.table, args.profile, args.runs)))
-    print(status.status_summary(args.table, args.profile, args.runs))
+    print(status.status_text(load_table(args.table), args.profile, args.runs, slurm.slurm_states))
     return 0
 
 
@@ -137,16 +137,17 @@ def _cmd_report(args) -> int:
 
     profiles = args.profiles
     paths = build(args.runs or ["runs"], args.out, profiles, exclude=() if profiles else ("smoke",),
-                  states=slurm.run_states)
+                  scheduler=slurm.slurm_states)
     print(f"written: {paths['md']}, {paths['html']}")
     return 0
 
 
 def _cmd_render(args) -> int:
+    from .grid import load_table
     from .launch import slurm
     from .results import collect as results
 
-    paths = results.render(args.table, args.profile, args.runs, states=slurm.run_states,
+    paths = results.render(load_table(args.table), args.profile, args.runs, scheduler=slurm.slurm_states,
                            **({"out_dir": args.out} if args.out else {}))
     print(Path(paths["md"]).read_text())
     return 0
@@ -169,20 +170,27 @@ def _cmd_curves(args) -> int:
 
 
 def _cmd_sbatch(args) -> int:
-    return _print_sbatch(args.table, args.profile, args.cluster, args.runs)
+    from .grid import load_table
+
+    return _print_sbatch(load_table(args.table), args.profile, args.cluster, args.runs)
 
 
 def _cmd_run(args) -> int:
-    """``run``: submit the table's unfinished runs, wait for them (locally), render the table."""
+    """``run``: submit the table's unfinished runs, wait for them (locally), render the table.
+
+    The table is loaded once here and handed down: to the launcher, which plans its runs once,
+    and with those runs to the rendering."""
+    from .grid import load_table
     from .launch import slurm
     from .launch.cluster import load_cluster
     from .launch.submit import launch
     from .results import collect as results
 
+    table = load_table(args.table)
     confirm = None
     if args.profile == "paper":
-        confirm = lambda runs: _confirm_cost(args.table, runs, assume_yes=args.yes)  # noqa: E731
-    report = launch(args.table, args.profile, args.cluster, args.runs, data_root=args.data_root,
+        confirm = lambda runs: _confirm_cost(table, runs, assume_yes=args.yes)  # noqa: E731
+    report = launch(table, args.profile, args.cluster, args.runs, data_root=args.data_root,
                     rerun_failed=args.rerun_failed, confirm=confirm)
     if report.declined:
         print("nothing submitted", file=sys.stderr)
@@ -194,7 +202,8 @@ def _cmd_run(args) -> int:
         print(f"submitted {len(report.jobs)} runs; follow them with: python -m repro status {args.table} "
               f"--profile {args.profile} --runs {args.runs}")
     paths, kept = results.render_unless_less_complete(
-        args.table, args.profile, args.runs, states=slurm.run_states, **({"out_dir": args.out} if args.out else {}))
+        table, args.profile, args.runs, scheduler=slurm.slurm_states, runs=report.runs,
+        **({"out_dir": args.out} if args.out else {}))
     print(Path(paths["md"]).read_text() if not kept else kept)
     if not kept:
         print(f"written: {', '.join(str(p) for p in paths.values())}")
@@ -217,20 +226,20 @@ def _follow(args, report) -> list:
     print(f"waiting for {len(report.jobs) + len(report.skipped_active)} runs ({len(report.jobs)} submitted{found}; "
           f"logs: {Path(args.runs) / '.submitit'}/<job>/; python -m repro status {args.table} "
           f"--profile {args.profile} --runs {args.runs})", flush=True)
-    name = f"{report.runs[0].table if report.runs else args.table}/{args.profile}"
-    return wait(report, Path(args.runs).resolve(), view=LiveView(name, sys.stdout, interval_s=args.progress_every))
+    return wait(report, Path(args.runs).resolve(),
+                view=LiveView(report.name, sys.stdout, interval_s=args.progress_every))
 
 
 def _check_complete(report, runs_root: Path) -> int:
     """0 when every run of the table is done; else 1, listing the others with their state."""
     from .launch import slurm
-    from .launch.progress import ENDED
+    from .rundir import RunDir, Status, run_states
 
-    missing = [(r, s) for r, s in zip(report.runs, slurm.run_states([r.run_dir(runs_root) for r in report.runs]))
-               if s.status != "done"]
+    states = run_states([RunDir.of(r, runs_root) for r in report.runs], slurm.slurm_states)
+    missing = [(r, s) for r, s in zip(report.runs, states) if s.status != Status.DONE]
     if not missing:
         return 0
-    failed = sum(s.status in ENDED for _, s in missing)
+    failed = sum(s.status.ended for _, s in missing)
     print(f"error: the table is incomplete: {len(missing)}/{len(report.runs)} runs not done "
           f"({failed} runs failed; see status):", file=sys.stderr)
     for r, s in missing:
@@ -243,29 +252,26 @@ _COMMANDS = {"preflight": _cmd_preflight, "list": _cmd_list, "status": _cmd_stat
              "compare": _cmd_compare}
 
 
-def _print_sbatch(table_name: str, profile: str, cluster_name: str, runs_root: str) -> int:
+def _print_sbatch(table, profile: str, cluster_name: str, runs_root: str) -> int:
     """Every run of the grid goes in one array per world size: print each array's sbatch file."""
     from .launch.cluster import load_cluster, sbatch_text
-    from .launch.submit import plan
-    from .launch.tasks import tasks_per_job
+    from .launch.submit import job_arrays, job_name, plan
 
-    cluster, runs = load_cluster(cluster_name), plan(table_name, profile)
+    cluster, runs = load_cluster(cluster_name), plan(table, profile)
     root = Path(runs_root).resolve()
-    for world_size in sorted({tasks_per_job(r.config) for r in runs}):
-        group = [r for r in runs if tasks_per_job(r.config) == world_size]
+    for world_size, group in job_arrays(runs):
         text = sbatch_text(cluster, root / ".submitit" / "%j", world_size, code_dir=root / ".code" / "<snapshot>",
-                           job_name=f"{group[0].table}-{profile}", array=len(group))
+                           job_name=job_name(table, profile), array=len(group))
         print(f"# {len(group)} runs of {world_size} processes: {', '.join(r.run_id for r in group)}\n{text}")
     return 0
 
 
-def _confirm_cost(table_name: str, runs, *, assume_yes: bool) -> bool:
-    """Print what the runs cost in GPU-hours; ask on the terminal unless ``--yes``."""
+def _confirm_cost(table, runs, *, assume_yes: bool) -> bool:
+    """Print what the runs of ``table`` cost in GPU-hours; ask on the terminal unless ``--yes``."""
     from .results.cost import describe, estimate
-    from .grid import load_table
 
     print(f"about to submit {len(runs)} paper-scale runs, at the paper's seconds per iteration:")
-    print(describe(estimate(load_table(table_name), runs)), flush=True)
+    print(describe(estimate(table, runs)), flush=True)
     if assume_yes:
         return True
     if not sys.stdin.isatty():

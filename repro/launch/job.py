@@ -12,10 +12,9 @@ import traceback
 import zlib
 from pathlib import Path
 
-from ..atomic import atomic_write_text
 from ..grid import Run
 from ..paths import PACKAGE
-from ..rundir import git_state, read_json, write_json
+from ..rundir import RunDir, git_state
 from .tasks import TASKS, tasks_per_job
 
 _STARTED = time.time()  # this process's start: an error.txt older than it is a previous attempt's
@@ -68,7 +67,7 @@ def _distributed_env(world_size: int) -> tuple[int, str]:
 
 
 @contextlib.contextmanager
-def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: Path, ticket: str = ""):
+def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: RunDir, ticket: str = ""):
     """At most ``slots`` runs at once on this machine (LocalExecutor starts a whole array).
 
     Rank 0 takes a slot (a file lock, released by the OS if the process dies) and announces
@@ -81,7 +80,7 @@ def local_slot(slots_dir: Path, slots: int, job_key: str, rank: int, run_dir: Pa
     granted = slots_dir / f"granted-{job_key}"
     if rank != 0:
         while not granted.exists():
-            if (run_dir / "error.txt").exists() and (run_dir / "error.txt").stat().st_mtime > _STARTED:
+            if run_dir.error.exists() and run_dir.error.stat().st_mtime > _STARTED:
                 raise RuntimeError("rank 0 of this job failed before starting; see error.txt")
             time.sleep(0.2)
         yield
@@ -143,11 +142,11 @@ RESULT_SCALARS = ("top1", "top5", "best_top1", "knn_top1", "sec_per_iter", "fina
                   "box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
 
 
-def _board_results(run_dir: Path, final: dict) -> None:
+def _board_results(run_dir: RunDir, final: dict) -> None:
     """The probe (or transfer) results as ``result/<key>`` at the run's last step."""
     from ..train.loop import add_scalars, tensorboard_writer
 
-    writer = tensorboard_writer(run_dir)
+    writer = tensorboard_writer(run_dir.path)
     try:
         add_scalars(writer, "result", {k: final[k] for k in RESULT_SCALARS if k in final}, int(final.get("steps") or 0))
     finally:
@@ -174,7 +173,7 @@ class RunJob:
         return f"{self.submitted:020d}-{position:06d}"
 
     def __call__(self, run: Run) -> dict:
-        run_dir = run.run_dir(self.runs_root)
+        run_dir = RunDir.of(run, self.runs_root)
         rank = _job_rank()
         try:
             rank, job_key = _distributed_env(tasks_per_job(run.config))
@@ -184,18 +183,18 @@ class RunJob:
                 return self._run(run, run_dir, rank)
         except BaseException as e:
             if rank == 0 and not isinstance(e, (KeyboardInterrupt, SystemExit)):
-                atomic_write_text(run_dir / "error.txt", f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+                run_dir.write_error(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
             raise
 
-    def _run(self, run: Run, run_dir: Path, rank: int) -> dict:
-        finished = read_json(run_dir / "final.json")
+    def _run(self, run: Run, run_dir: RunDir, rank: int) -> dict:
+        finished = run_dir.read_final()
         if finished is not None:  # requeued after the end (a kill that lost the race with the last step)
             print(f"[{run.run_id}] rank {rank}: already finished, nothing to do", flush=True)
             return finished
         if rank == 0:
-            (run_dir / "error.txt").unlink(missing_ok=True)  # a rerun of a failed run
+            run_dir.error.unlink(missing_ok=True)  # a rerun of a failed run
         print(f"[{run.run_id}] rank {rank}: {run.config.task} in {run_dir} (code: {PACKAGE})", flush=True)
-        result = TASKS[run.config.task](run, run_dir, Path(self.runs_root), rank)
+        result = TASKS[run.config.task](run, run_dir.path, Path(self.runs_root), rank)
         if rank != 0:
             return result
         import torch
@@ -203,7 +202,7 @@ class RunJob:
         final = {"table": run.table, "profile": run.profile, "row": run.row, "seed": run.seed, "run_id": run.run_id,
                  "task": run.config.task, **result, "git": git_state(), "torch": torch.__version__,
                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_json(run_dir / "final.json", final)
+        run_dir.write_final(final)
         _board_results(run_dir, final)
         print(f"[{run.run_id}] done", flush=True)
         return final

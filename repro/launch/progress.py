@@ -9,14 +9,10 @@ logs) it is one summary line every ``interval_s`` seconds.
 from __future__ import annotations
 
 import time
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
-from ..rundir import RunState, last_metrics
-
-ENDED = ("done", "failed", "cancelled", "corrupt")
+from ..rundir import RunDir, RunState, Status
 
 
 @dataclass(frozen=True)
@@ -24,7 +20,7 @@ class RunProgress:
     """One run's state and its last logged figures (None where nothing is logged yet)."""
 
     run_id: str
-    status: str
+    status: Status
     step: int | None = None
     total_steps: int | None = None
     loss: float | None = None
@@ -41,24 +37,12 @@ class RunProgress:
         return max(0, self.total_steps - self.step) * self.sec_per_iter
 
 
-def read_progress(run_id: str, run_dir: Path, state: RunState) -> RunProgress:
-    last = last_metrics(run_dir / "metrics.jsonl") or {}
-    first = first_metrics(run_dir / "metrics.jsonl") or {}
-    try:
-        ended = (run_dir / "final.json").stat().st_mtime if state.status == "done" else None
-    except OSError:
-        ended = None
+def read_progress(run_id: str, run_dir: RunDir, state: RunState) -> RunProgress:
+    last = run_dir.last_metrics() or {}
+    first = run_dir.first_metrics() or {}
+    ended = run_dir.finished_at() if state.status == Status.DONE else None
     return RunProgress(run_id, state.status, last.get("step"), last.get("total_steps"), last.get("loss"),
                        last.get("sec_per_iter"), state.error, first.get("time"), ended)
-
-
-def first_metrics(path: Path) -> dict | None:
-    """The first line of a ``metrics.jsonl`` (None when there is none, or it is cut)."""
-    try:
-        with open(path) as f:
-            return json.loads(f.readline())
-    except (OSError, ValueError):
-        return None
 
 
 def run_left_s(p: RunProgress, mean_length_s: float | None, now: float) -> float | None:
@@ -71,12 +55,16 @@ def run_left_s(p: RunProgress, mean_length_s: float | None, now: float) -> float
     return left
 
 
-def counts(progress: list[RunProgress]) -> dict[str, int]:
+# How the summary line counts runs: new ones as pending, cancelled and corrupt ones as failed.
+_COUNTED_AS = {Status.NEW: Status.PENDING, Status.CANCELLED: Status.FAILED, Status.CORRUPT: Status.FAILED}
+
+
+def counts(progress: list[RunProgress]) -> dict[Status, int]:
     """Runs done / running / pending / failed (failed counts cancelled and corrupt runs too)."""
-    out = {"done": 0, "running": 0, "pending": 0, "failed": 0}
+    out = {Status.DONE: 0, Status.RUNNING: 0, Status.PENDING: 0, Status.FAILED: 0}
     for p in progress:
-        key = {"new": "pending", "cancelled": "failed", "corrupt": "failed"}.get(p.status, p.status)
-        out[key if key in out else "pending"] += 1
+        key = _COUNTED_AS.get(p.status, p.status)
+        out[key if key in out else Status.PENDING] += 1
     return out
 
 
@@ -91,8 +79,8 @@ def overall_eta_s(progress: list[RunProgress], now: float | None = None) -> floa
     the mean length of the finished runs (before any has finished: of the training seen so
     far), spread over as many runs at once as run now. Process start-up is not counted."""
     now = time.time() if now is None else now
-    running = [p for p in progress if p.status == "running"]
-    pending = [p for p in progress if p.status in ("pending", "new")]
+    running = [p for p in progress if p.status == Status.RUNNING]
+    pending = [p for p in progress if p.status in (Status.PENDING, Status.NEW)]
     if not running and not pending:
         return 0.0
     mean = mean_length_s(progress)
@@ -132,12 +120,12 @@ def summary_line(name: str, progress: list[RunProgress], *, detail: bool = False
     """``t01/smoke: 2/6 done, 2 running, 2 pending, 0 failed; ETA 1m20s``; with ``detail``, each
     running run's step and ETA after it (``| bn-bn-s0-1a2b 4/6 ETA 0m01s``)."""
     c = counts(progress)
-    line = (f"{name}: {c['done']}/{len(progress)} done, {c['running']} running, {c['pending']} pending, "
-            f"{c['failed']} failed; ETA {fmt_duration(overall_eta_s(progress))}")
+    line = (f"{name}: {c[Status.DONE]}/{len(progress)} done, {c[Status.RUNNING]} running, "
+            f"{c[Status.PENDING]} pending, {c[Status.FAILED]} failed; ETA {fmt_duration(overall_eta_s(progress))}")
     if detail:
         mean, now = mean_length_s(progress), time.time()
         for p in progress:
-            if p.status == "running":
+            if p.status == Status.RUNNING:
                 step = "-" if p.step is None else f"{p.step}/{p.total_steps if p.total_steps is not None else '?'}"
                 line += f" | {p.run_id} {step} ETA {fmt_duration(run_left_s(p, mean, now))}"
     return line
@@ -148,7 +136,7 @@ def block_lines(name: str, progress: list[RunProgress]) -> list[str]:
     lines = [summary_line(name, progress)]
     mean, now = mean_length_s(progress), time.time()
     for p in progress:
-        if p.status == "running":
+        if p.status == Status.RUNNING:
             lines.append(f"  {p.run_id:<40} {_bar(p)} {run_figures(p, run_left_s(p, mean, now))}")
     return lines
 

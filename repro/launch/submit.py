@@ -16,12 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..grid import Run, expand, load_table, with_overrides
-from ..rundir import (corrupt_error, first_error_line, prepare_run_dir, read_json, run_status, set_corrupt_aside,
-                      write_json)
+from ..grid import Run, Table, expand, with_overrides
+from ..rundir import UNFINISHED, RunDir, RunState, Status, run_states
 from .cluster import load_cluster, make_executor
 from .job import RunJob
-from .progress import ENDED, LiveView, read_progress
+from .progress import LiveView, read_progress
 from .slurm import SLURM_ACTIVE, slurm_state, slurm_states
 from .snapshot import snapshot_code
 from .tasks import tasks_per_job
@@ -29,7 +28,11 @@ from .tasks import tasks_per_job
 
 @dataclass
 class LaunchReport:
-    runs: list[Run]
+    """What a launch found and what it submitted."""
+
+    table: Table
+    profile: str
+    runs: list[Run]  # every run of (table, profile), as planned (with the user's data root)
     skipped_done: list[Run] = field(default_factory=list)
     skipped_failed: list[Run] = field(default_factory=list)
     skipped_active: list[Run] = field(default_factory=list)
@@ -38,9 +41,14 @@ class LaunchReport:
     declined: bool = False  # the confirmation (cost of a paper-scale grid) said no
     code_dir: Path | None = None  # the snapshot the jobs run
 
+    @property
+    def name(self) -> str:
+        """``t01/smoke``: the table and profile, as the launcher's lines name them."""
+        return f"{self.table.name}/{self.profile}"
 
-def plan(table_name: str, profile: str, *, data_root: str | None = None) -> list[Run]:
-    table = load_table(table_name)
+
+def plan(table: Table, profile: str, *, data_root: str | None = None) -> list[Run]:
+    """The runs of (table, profile), with the user's data root."""
     runs = expand(table, profile)
     if data_root:
         # Absolute: jobs start in the code snapshot, not in the submitting directory.
@@ -48,10 +56,23 @@ def plan(table_name: str, profile: str, *, data_root: str | None = None) -> list
     return runs
 
 
-def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Path, *, data_root: str | None = None,
+def job_arrays(runs: list[Run]) -> list[tuple[int, list[Run]]]:
+    """The runs as job arrays: one per world size (processes per job), smallest first, each in
+    the runs' order."""
+    sizes = [tasks_per_job(r.config) for r in runs]
+    return [(n, [r for r, k in zip(runs, sizes) if k == n]) for n in sorted(set(sizes))]
+
+
+def job_name(table: Table, profile: str) -> str:
+    """The name of a table's jobs on the cluster (``t01-smoke``)."""
+    return f"{table.name}-{profile}"
+
+
+def launch(table: Table, profile: str, cluster_name: str, runs_root: str | Path, *, data_root: str | None = None,
            rerun_failed: bool = False, confirm: Callable[[list[Run]], bool] | None = None,
            log=print) -> LaunchReport:
-    """Submit the runs of (table, profile) that are not finished, as one job array.
+    """Submit the runs of (table, profile) that are not finished, one job array per world size;
+    the report says which were found done, failed, queued or running, and which were submitted.
 
     ``confirm(runs)`` is asked before anything is written or submitted (the CLI asks for
     paper-scale grids); when it says no, nothing is submitted and ``report.declined`` is set.
@@ -60,11 +81,11 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
 
     cluster = load_cluster(cluster_name)
     runs_root = Path(runs_root).resolve()
-    runs = plan(table_name, profile, data_root=data_root)
+    runs = plan(table, profile, data_root=data_root)
     for cfg in {(r.config.data.dataset, r.config.data.root) for r in runs}:
         check_available(*cfg)
-    report = _sort_runs(runs, runs_root, rerun_failed, log)
-    log(f"{runs[0].table if runs else table_name}/{profile}: {len(runs)} runs, {len(report.skipped_done)} done, "
+    report = _sort_runs(LaunchReport(table, profile, runs), runs_root, rerun_failed, log)
+    log(f"{report.name}: {len(runs)} runs, {len(report.skipped_done)} done, "
         f"{len(report.skipped_active)} queued or running, {len(report.skipped_failed)} failed, "
         f"{len(report.submitted)} to submit on cluster {cluster_name!r}")
     if not report.submitted:
@@ -73,16 +94,16 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
         report.submitted, report.declined = [], True
         return report
     for run in report.submitted:
-        for path in set_corrupt_aside(run.run_dir(runs_root)):  # --rerun-failed: the run writes them again
+        run_dir = RunDir.of(run, runs_root)
+        for path in run_dir.set_corrupt_aside():  # --rerun-failed: the run writes them again
             log(f"  {run.run_id}: {path.name[:-len('.corrupt')]} was unreadable, kept as {path}")
-        prepare_run_dir(run, runs_root)
+        run_dir.prepare(run)
     if cluster.executor != "debug":  # debug runs in this process, on the live code
         report.code_dir = snapshot_code(runs_root)
-    for world_size in sorted({tasks_per_job(r.config) for r in report.submitted}):
-        group = [r for r in report.submitted if tasks_per_job(r.config) == world_size]
-        jobs = _submit_group(group, world_size, cluster, runs_root, report.code_dir, f"{runs[0].table}-{profile}")
+    for world_size, group in job_arrays(report.submitted):
+        jobs = _submit_group(group, world_size, cluster, runs_root, report.code_dir, job_name(table, profile))
         for run, job in zip(group, jobs):
-            write_json(run.run_dir(runs_root) / "job.json", {
+            RunDir.of(run, runs_root).write_job({
                 "job_id": str(job.job_id), "cluster": cluster_name, "executor": cluster.executor,
                 "submitted": time.time(), "submitit_folder": str(runs_root / ".submitit"), "host": os.uname().nodename,
                 "code_dir": str(report.code_dir) if report.code_dir else None,
@@ -91,21 +112,20 @@ def launch(table_name: str, profile: str, cluster_name: str, runs_root: str | Pa
     return report
 
 
-def _sort_runs(runs: list[Run], runs_root: Path, rerun_failed: bool, log) -> LaunchReport:
+def _sort_runs(report: LaunchReport, runs_root: Path, rerun_failed: bool, log) -> LaunchReport:
     """Which runs are done, failed (kept unless ``rerun_failed``), queued or running, or to submit."""
-    report = LaunchReport(runs)
-    for run in runs:
-        run_dir = run.run_dir(runs_root)
-        status = run_status(run_dir)
-        if status == "done":
+    for run in report.runs:
+        run_dir = RunDir.of(run, runs_root)
+        status = run_dir.status()
+        if status == Status.DONE:
             report.skipped_done.append(run)
-        elif status == "failed" and not rerun_failed:
+        elif status == Status.FAILED and not rerun_failed:
             report.skipped_failed.append(run)
-            log(f"  {run.run_id}: FAILED earlier ({first_error_line(run_dir)}); rerun with --rerun-failed")
-        elif status == "corrupt" and not rerun_failed:
+            log(f"  {run.run_id}: FAILED earlier ({run_dir.first_error_line()}); rerun with --rerun-failed")
+        elif status == Status.CORRUPT and not rerun_failed:
             report.skipped_failed.append(run)
-            log(f"  {run.run_id}: CORRUPT: {corrupt_error(run_dir)}")
-        elif status in ("running", "pending") and _job_alive(run_dir):
+            log(f"  {run.run_id}: CORRUPT: {run_dir.corrupt_error()}")
+        elif status in UNFINISHED and _job_alive(run_dir):
             report.skipped_active.append(run)
         else:
             report.submitted.append(run)
@@ -158,9 +178,9 @@ def _controllers_write_to(path: Path):
             os.close(saved[1])
 
 
-def _job_alive(run_dir: Path) -> bool:
+def _job_alive(run_dir: RunDir) -> bool:
     """Whether the job recorded in ``job.json`` may still run (SLURM: ask; local: its process)."""
-    info = read_json(run_dir / "job.json")
+    info = run_dir.read_job()
     if not info:
         return False
     if info.get("executor") == "slurm":
@@ -191,8 +211,6 @@ def wait(report: LaunchReport, runs_root: Path, log=print, view: LiveView | None
     """
     from submitit import SlurmJob
 
-    from .slurm import run_states as scheduler_run_states
-
     runs_root = Path(runs_root)
     say = view.note if view is not None else log
     own = {run.run_id: job for run, job in report.jobs}
@@ -214,12 +232,12 @@ def wait(report: LaunchReport, runs_root: Path, log=print, view: LiveView | None
                 say(f"  [{ended_count}/{total}] {run.run_id}: done")
             else:
                 failures.append((run, error))
-                state = scheduler_run_states([run.run_dir(runs_root)])[0]
+                state = _state(run, runs_root)
                 say(f"  [{ended_count}/{total}] {run.run_id}: {state.status.upper()}: {error}")
         if view is not None:
-            dirs = [r.run_dir(runs_root) for r in report.runs]
+            dirs = [RunDir.of(r, runs_root) for r in report.runs]
             view.update([read_progress(r.run_id, d, s)
-                         for r, d, s in zip(report.runs, dirs, scheduler_run_states(dirs))], force=not waiting)
+                         for r, d, s in zip(report.runs, dirs, run_states(dirs, slurm_states))], force=not waiting)
         if waiting:
             time.sleep(poll_s)
     if view is not None:
@@ -228,10 +246,13 @@ def wait(report: LaunchReport, runs_root: Path, log=print, view: LiveView | None
     return failures
 
 
+def _state(run: Run, runs_root: Path) -> RunState:
+    """The run's state, SLURM asked about its job."""
+    return run_states([RunDir.of(run, runs_root)], slurm_states)[0]
+
+
 def _ended(run: Run, job, runs_root: Path, slurm_ended: set[str]):
     """One of our submitit jobs: False while it runs, None when it ended well, else the error."""
-    from .slurm import run_states as scheduler_run_states
-
     if not job.done(force_check=job.job_id in slurm_ended):
         return False
     try:
@@ -242,28 +263,24 @@ def _ended(run: Run, job, runs_root: Path, slurm_ended: set[str]):
         job.results()  # one result per task
         return None
     except Exception as e:  # noqa: BLE001 - reported, not swallowed
-        state = scheduler_run_states([run.run_dir(runs_root)])[0]
-        return state.error or str(e).strip().splitlines()[-1]
+        return _state(run, runs_root).error or str(e).strip().splitlines()[-1]
 
 
 def _attached_ended(run: Run, runs_root: Path):
     """A run another launcher submitted: False while its job may still run, None when it
     ended done, else why it did not (from its directory, or that its job is gone)."""
-    from .slurm import run_states as scheduler_run_states
-
-    run_dir = run.run_dir(runs_root)
-    state = scheduler_run_states([run_dir])[0]
-    if state.status == "done":
+    state = _state(run, runs_root)
+    if state.status == Status.DONE:
         return None
-    if state.status in ENDED:
+    if state.status.ended:
         return state.error or state.status
-    if _job_alive(run_dir):
+    if _job_alive(RunDir.of(run, runs_root)):
         return False
-    state = scheduler_run_states([run_dir])[0]  # it may have finished since the first look
-    if state.status == "done":
+    state = _state(run, runs_root)  # it may have finished since the first look
+    if state.status == Status.DONE:
         return None
     log = f"{runs_root / '.submitit'}/{state.job_id}/"
-    return state.error or f"its job {state.job_id} ended without final.json (log: {log})"
+    return state.error or f"its job {state.job_id} ended without {RunDir.FINAL} (log: {log})"
 
 
 def _settle(slurm_job_ids: list[str], timeout_s: float = 30.0) -> None:

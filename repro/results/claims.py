@@ -59,6 +59,7 @@ from scipy import stats
 
 from ..config import ConfigError, from_dict, load_yaml
 from ..grid import PAPER_PROFILE, TABLES_DIR, Table, load_table
+from ..rundir import Status
 
 CLAIMS_FILE = TABLES_DIR / "claims.yaml"
 VERDICTS = ("supported", "not supported", "inconclusive", "not applicable", "no learning signal", "not run")
@@ -251,7 +252,7 @@ def measured_values(table: Table, profile: str, runs: pd.DataFrame, metric: str)
     """Per-seed values of finished runs (``results.collect`` frame); at paper scale, literature
     rows (``run: false``) carry their paper value."""
     out: Values = {}
-    done = runs[runs["status"] == "done"] if len(runs) else runs
+    done = runs[runs["status"] == Status.DONE] if len(runs) else runs
     for row in table.rows:
         if not row.run:
             if table.is_paper_scale(profile) and row.paper.get(metric) is not None:

@@ -4,42 +4,42 @@ Paper values come from the table file (transcribed, labelled ``paper_*``); repro
 values come only from ``final.json`` files written by runs. Unfinished runs show their
 status (pending / running / failed / cancelled) instead of numbers: from the run directory,
 corrected by SLURM's accounting for SLURM jobs (a cancelled job leaves no trace in the
-directory).
+directory): the command line hands in the launcher's ``slurm_states`` as ``scheduler``; the
+results never import the launcher.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from .. import rundir
 from ..atomic import atomic_write
-from ..grid import Table, expand, load_table
+from ..grid import Run, Table, expand
 from ..paths import output_dir
-from ..rundir import RunState, read_json
+from ..rundir import RunDir, Scheduler, Status, run_states
 
 OUT_DIR = output_dir()
-# How run states are read: from the directory alone by default; the command line passes the
-# launcher's ``repro.launch.slurm.run_states``, which asks SLURM too (a cancelled job leaves
-# no trace in its directory). The results never import the launcher.
-States = Callable[[list[Path]], list[RunState]]
 METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
            "epochs_done", "final_loss", "train_wall_s", "world_size",
            # detection (Tables 9-11)
            "box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
 
 
-def collect(table: Table, profile: str, runs_root: str | Path, states: States = rundir.run_states) -> pd.DataFrame:
-    """One row per run (row x seed) with its status and, when done, its measured metrics."""
+def collect(table: Table, profile: str, runs_root: str | Path, scheduler: Scheduler | None = None,
+            runs: list[Run] | None = None) -> pd.DataFrame:
+    """One row per run (row x seed) with its status and, when done, its measured metrics.
+
+    ``scheduler``: asked (once) about the runs' SLURM jobs (None: the directories alone).
+    ``runs``: the runs of (table, profile) where the caller has them (else expanded here)."""
     records = []
-    runs = expand(table, profile)
-    for run, state in zip(runs, states([r.run_dir(runs_root) for r in runs])):
-        run_dir = run.run_dir(runs_root)
-        rec = {"row": run.row, "seed": run.seed, "run_id": run.run_id, "profile": profile, "status": state.status}
-        final = read_json(run_dir / "final.json") if state.status == "done" else None
+    runs = expand(table, profile) if runs is None else runs
+    dirs = [RunDir.of(r, runs_root) for r in runs]
+    for run, run_dir, state in zip(runs, dirs, run_states(dirs, scheduler)):
+        rec = {"row": run.row, "seed": run.seed, "run_id": run.run_id, "profile": profile,
+               "status": state.status.value}
+        final = run_dir.read_final() if state.status == Status.DONE else None
         for key in METRICS:
             rec[key] = final.get(key) if final else None
         if state.error is not None:
@@ -48,11 +48,15 @@ def collect(table: Table, profile: str, runs_root: str | Path, states: States = 
     return pd.DataFrame.from_records(records)
 
 
-def _overall(statuses: list[str]) -> str:
-    for s in ("corrupt", "failed", "cancelled", "running", "pending", "new"):
+# A row's status is its worst run's, in this order (a new run shows as pending); else done.
+_WORST_FIRST = (Status.CORRUPT, Status.FAILED, Status.CANCELLED, Status.RUNNING, Status.PENDING, Status.NEW)
+
+
+def _overall(statuses: list[str]) -> Status:
+    for s in _WORST_FIRST:
         if s in statuses:
-            return {"new": "pending"}.get(s, s)
-    return "done"
+            return Status.PENDING if s == Status.NEW else s
+    return Status.DONE
 
 
 def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
@@ -64,7 +68,7 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
         if row.profiles is not None and profile not in row.profiles:
             continue  # a control of other scales (e.g. random-init at cpu) is no row of this one
         mine = runs[runs["row"] == row.id]
-        done = mine[mine["status"] == "done"]
+        done = mine[mine["status"] == Status.DONE]
         rec = {"row": row.id, "label": row.label}
         for col in table.columns:
             rec[f"paper_{col}"] = row.paper.get(col)
@@ -81,11 +85,11 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
         rec["seeds_done"] = len(done)
         rec["seeds"] = len(mine)
         if not row.run:
-            rec["status"] = "paper only"
+            rec["status"] = Status.PAPER_ONLY.value
         elif prof is not None and not prof.runs_row(row):
-            rec["status"] = "not in profile"
+            rec["status"] = Status.NOT_IN_PROFILE.value
         else:
-            rec["status"] = _overall(list(mine["status"]))
+            rec["status"] = _overall(list(mine["status"])).value
         rows.append(rec)
     out = pd.DataFrame.from_records(rows)
     if table.reference_row and "sec_per_iter" in table.columns:
@@ -168,17 +172,21 @@ def write_table_files(folder: str | Path, table: Table, profile: str, runs: pd.D
     return paths
 
 
-def render(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
-           states: States = rundir.run_states) -> dict[str, Path]:
-    """Write ``<out>/tableN.{csv,md,tex}`` (and the per-run CSV); return the paths."""
-    table = load_table(table_name)
-    runs = collect(table, profile, runs_root, states)
+def render(table: Table, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
+           scheduler: Scheduler | None = None, runs: list[Run] | None = None) -> dict[str, Path]:
+    """Write ``<out>/tableN.{csv,md,tex}`` (and the per-run CSV); return the paths.
+    ``scheduler`` and ``runs``: as for :func:`collect`."""
+    return _render(table, profile, runs_root, out_dir, collect(table, profile, runs_root, scheduler, runs))
+
+
+def _render(table: Table, profile: str, runs_root: str | Path, out_dir: str | Path,
+            runs: pd.DataFrame) -> dict[str, Path]:
     summary = summarise(table, runs, profile)
     header = (
         f"# {table.title}\n\n"
         f"Profile `{profile}`: {table.profiles[profile].description}\n\n"
         f"Paper values: {table.source}. Reproduced values: measured by the runs under "
-        f"`{Path(runs_root)}` ({int((runs['status'] == 'done').sum())}/{len(runs)} runs done; "
+        f"`{Path(runs_root)}` ({int((runs['status'] == Status.DONE).sum())}/{len(runs)} runs done; "
         f"rendered {time.strftime('%Y-%m-%d %H:%M')}).\n\n"
     )
     return write_table_files(out_dir, table, profile, runs, summary, header=header,
@@ -194,7 +202,7 @@ def reading_note(table: Table, profile: str, summary: pd.DataFrame) -> str:
     metric = next((c for c in table.columns if c != "sec_per_iter"), None)
     if metric is None or not needs_control(table, profile, metric):
         return ""
-    done = summary[(summary["status"] != "paper only") & summary[metric].notna()]
+    done = summary[(summary["status"] != Status.PAPER_ONLY) & summary[metric].notna()]
     if done.empty:
         return ""
     label = table.columns[metric].label
@@ -230,20 +238,21 @@ def reading_note(table: Table, profile: str, summary: pd.DataFrame) -> str:
     return "\n" + "\n\n".join(lines) + "\n"
 
 
-def render_unless_less_complete(table_name: str, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
-                                states: States = rundir.run_states) -> tuple[dict[str, Path], str | None]:
+def render_unless_less_complete(table: Table, profile: str, runs_root: str | Path, out_dir: str | Path = OUT_DIR,
+                                scheduler: Scheduler | None = None,
+                                runs: list[Run] | None = None) -> tuple[dict[str, Path], str | None]:
     """:func:`render`, unless ``<out>`` already holds this table at this profile with more runs
     done (a second launcher, or one whose runs failed, must not replace a more complete
     table). Returns the paths and, when it kept the files, why (None when it rendered)."""
-    table = load_table(table_name)
     stem = Path(out_dir) / output_stem(table)
     paths = {ext: Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex")} | {"runs": Path(f"{stem}_runs.csv")}
     before = _done_rendered(paths["runs"], profile)
-    now = int((collect(table, profile, runs_root, states)["status"] == "done").sum())
+    frame = collect(table, profile, runs_root, scheduler, runs)
+    now = int((frame["status"] == Status.DONE).sum())
     if before is not None and before > now:
         return paths, (f"kept {paths['md']}: it shows {before} runs done at profile {profile}, the run directories "
-                       f"{now} now (python -m repro render {table_name} --profile {profile} rewrites it)")
-    return render(table_name, profile, runs_root, out_dir, states), None
+                       f"{now} now (python -m repro render {table.name} --profile {profile} rewrites it)")
+    return _render(table, profile, runs_root, out_dir, frame), None
 
 
 def _done_rendered(runs_csv: Path, profile: str) -> int | None:
@@ -254,12 +263,12 @@ def _done_rendered(runs_csv: Path, profile: str) -> int | None:
         return None
     if not {"profile", "status"} <= set(old.columns) or not (old["profile"] == profile).any():
         return None
-    return int(((old["profile"] == profile) & (old["status"] == "done")).sum())
+    return int(((old["profile"] == profile) & (old["status"] == Status.DONE)).sum())
 
 
 def _problems(runs: pd.DataFrame) -> str:
     """Markdown lines under the table: each failed or cancelled run and why."""
-    bad = runs[runs["status"].isin(["failed", "cancelled", "corrupt"])]
+    bad = runs[runs["status"].isin([Status.FAILED.value, Status.CANCELLED.value, Status.CORRUPT.value])]
     if bad.empty:
         return ""
     lines = [f"- `{r.run_id}` {r.status}: {r.error}" for r in bad.itertuples()]

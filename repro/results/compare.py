@@ -37,11 +37,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import rundir
 from ..config import ConfigError
-from ..grid import Table, load_table
+from ..grid import Table
+from ..rundir import Scheduler, Status
 from .claims import CONTROL_ROW, Interval, measured_values, pooled_std, sample_sd
-from .collect import States, collect, fmt, write_if_changed
+from .collect import collect, fmt, write_if_changed
 
 ACCURACY_METRICS = ("top1", "knn_top1")
 # Points of top-1: a quarter of the paper's Table 1 effects that the CPU campaigns are sized to
@@ -99,7 +99,7 @@ def pairs(base: pd.DataFrame, other: pd.DataFrame, metric: str) -> list[Pair]:
     def done(frame: pd.DataFrame) -> dict[tuple[str, int], float]:
         if not len(frame) or metric not in frame:
             return {}
-        ok = frame[(frame["status"] == "done") & pd.to_numeric(frame[metric], errors="coerce").notna()]
+        ok = frame[(frame["status"] == Status.DONE) & pd.to_numeric(frame[metric], errors="coerce").notna()]
         return {(r, int(s)): float(v) for r, s, v in zip(ok["row"], ok["seed"], ok[metric])}
 
     b, o = done(base), done(other)
@@ -151,14 +151,14 @@ def interactions(ps: list[Pair]) -> tuple[Interaction, ...]:
 
 
 def compare(table: Table, base: str, other: str, runs_root: str | Path,
-            states: States = rundir.run_states) -> list[Comparison]:
+            scheduler: Scheduler | None = None) -> list[Comparison]:
     """Every accuracy metric and seconds per step of ``other`` against ``base``, paired."""
     for p in (base, other):
         if p not in table.profiles:
             raise ConfigError(f"unknown profile {p!r} for table {table.name}; choose one of {', '.join(table.profiles)}")
     if base == other:
         raise ConfigError(f"compare {table.name}: --profile and --against are both {base!r}; give two profiles")
-    fb, fo = collect(table, base, runs_root, states), collect(table, other, runs_root, states)
+    fb, fo = collect(table, base, runs_root, scheduler), collect(table, other, runs_root, scheduler)
     out = []
     for metric in ACCURACY_METRICS:
         ps = pairs(fb, fo, metric)
@@ -225,11 +225,10 @@ def report(table: Table, base: str, other: str, results: list[Comparison]) -> st
     return "\n".join(lines) + "\n"
 
 
-def compare_profiles(table_name: str, base: str, other: str, runs_root: str | Path, out: str | Path | None = None,
-                     states: States = rundir.run_states) -> str:
+def compare_profiles(table: Table, base: str, other: str, runs_root: str | Path, out: str | Path | None = None,
+                     scheduler: Scheduler | None = None) -> str:
     """The comparison as markdown; written atomically to ``out`` when given."""
-    table = load_table(table_name)
-    text = report(table, base, other, compare(table, base, other, runs_root, states))
+    text = report(table, base, other, compare(table, base, other, runs_root, scheduler))
     if out is not None:
         write_if_changed(Path(out), text)
     return text

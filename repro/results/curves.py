@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..atomic import atomic_write
 from ..grid import Table, expand
+from ..rundir import RunDir
 
 
 def metrics_frame(table: Table, profile: str, runs_root: str | Path) -> pd.DataFrame:
@@ -22,7 +23,7 @@ def metrics_frame(table: Table, profile: str, runs_root: str | Path) -> pd.DataF
     labels = {r.id: r.label for r in table.rows}
     records = []
     for run in expand(table, profile):
-        path = run.run_dir(runs_root) / "metrics.jsonl"
+        path = RunDir.of(run, runs_root).metrics
         if not path.is_file():
             continue
         for line in path.read_text().splitlines():

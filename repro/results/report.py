@@ -24,16 +24,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import rundir
 from ..config import ConfigError
-from ..grid import TABLES_DIR, Table, load_table
+from ..grid import TABLES_DIR, Table, expand, load_table
 from ..paths import REPO
-from ..rundir import read_json
+from ..rundir import RunDir, Scheduler, Status, read_json
 from . import figures as fig3
 from .curves import draw_curves
 from .claims import (CLAIMS_FILE, CONTROL_ROW, PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims,
                      measured_values, needs_control, paper_values)
-from .collect import (States, collect, display_frame, fmt, output_stem, summarise, write_if_changed,
+from .collect import (collect, display_frame, fmt, output_stem, summarise, write_if_changed,
                       write_table_files)
 
 PAPER_NUMBERS = "paper numbers"
@@ -47,6 +46,7 @@ class TableResults:
     root: Path
     runs: pd.DataFrame  # results.collect
     summary: pd.DataFrame  # results.summarise
+    run_dirs: dict[str, RunDir] = field(default_factory=dict)  # run id -> its directory under root
 
 
 def all_tables() -> list[Table]:
@@ -54,7 +54,7 @@ def all_tables() -> list[Table]:
 
 
 def discover(roots: list[Path], tables: list[Table], profiles: list[str] | None,
-             states: States = rundir.run_states) -> dict[tuple[str, str], TableResults]:
+             scheduler: Scheduler | None = None) -> dict[tuple[str, str], TableResults]:
     """(table, profile) -> results, for every profile with a run folder under some root."""
     found: dict[tuple[str, str], TableResults] = {}
     for table in tables:
@@ -68,9 +68,10 @@ def discover(roots: list[Path], tables: list[Table], profiles: list[str] | None,
                     continue
                 if profiles is not None and profile not in profiles:
                     continue
-                runs = collect(table, profile, root, states)
-                found[(table.name, profile)] = TableResults(table, profile, root, runs,
-                                                            summarise(table, runs, profile))
+                planned = expand(table, profile)
+                runs = collect(table, profile, root, scheduler, planned)
+                found[(table.name, profile)] = TableResults(table, profile, root, runs, summarise(table, runs, profile),
+                                                            {r.run_id: RunDir.of(r, root) for r in planned})
     return found
 
 
@@ -87,12 +88,12 @@ def provenance(results: list[TableResults]) -> dict:
         if m:
             machines[str(tr.root)] = m
         for rec in tr.runs.itertuples():
-            if rec.status != "done":
+            if rec.status != Status.DONE:
                 continue
             done += 1
-            d = tr.root / tr.table.name / tr.profile / rec.run_id
-            final = read_json(d / "final.json") or {}
-            job = read_json(d / "job.json") or {}
+            d = tr.run_dirs[rec.run_id]
+            final = d.read_final() or {}
+            job = d.read_job() or {}
             git = final.get("git") or {}
             if git.get("commit"):
                 key = git["commit"][:12] + (" (uncommitted changes)" if git.get("dirty") else "")
@@ -328,14 +329,14 @@ def draw_figures(table_dirs: list[Path], out: Path) -> list[Path]:
 
 def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None = None,
           exclude: tuple[str, ...] = (), claims_file: str | Path | None = None,
-          states: States = rundir.run_states) -> dict[str, Path]:
+          scheduler: Scheduler | None = None) -> dict[str, Path]:
     """Write ``<out>/report.md`` and ``<out>/report.html``; return their paths."""
     roots = [Path(r) for r in roots]
     out = Path(out)
     tables = all_tables()  # each table file loaded once for the whole report
     by_name = {t.name: t for t in tables}
     claims = load_claims(claims_file or CLAIMS_FILE, by_name)
-    found = {k: v for k, v in discover(roots, tables, profiles, states).items() if k[1] not in exclude}
+    found = {k: v for k, v in discover(roots, tables, profiles, scheduler).items() if k[1] not in exclude}
     seen = sorted({p for _, p in found}, key=lambda p: (p != PAPER_SCALE, p))
     shown_profiles = [PAPER_SCALE] + [p for p in seen if p != PAPER_SCALE]
 
@@ -420,7 +421,7 @@ def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], 
             md += [_paper_only(table).to_markdown(index=False), ""]
         for tr in trs:
             shown = display_frame(tr.table, tr.summary, tr.profile)
-            md += [f"Profile `{tr.profile}` ({int((tr.runs['status'] == 'done').sum())}/{len(tr.runs)} runs done): "
+            md += [f"Profile `{tr.profile}` ({int((tr.runs['status'] == Status.DONE).sum())}/{len(tr.runs)} runs done): "
                    f"{' '.join(tr.table.profiles[tr.profile].description.split())}", "",
                    shown.to_markdown(index=False), ""]
             if (table.name, tr.profile) in curves:

@@ -22,6 +22,7 @@ import torch
 from ..train import checkpoint as ckpt
 from ..models.backbones import resnet
 from ..config import ConfigError, RunConfig
+from ..rundir import RunDir
 from .export import backbone_state_dict
 
 
@@ -87,25 +88,25 @@ def pretraining_run(cfg: RunConfig):
                       f"(rows: {', '.join(rows)})")
 
 
-def verify_final_checkpoint(run_dir: Path, latest: Path) -> None:
+def verify_final_checkpoint(run_dir: RunDir, latest: Path) -> None:
     """Refuse a checkpoint that is not the one the pre-training finished with (ConfigError, one line).
 
     final.json records the final checkpoint and its sha256 (`checkpoint.final_record`); a run
     finished before that was recorded (the committed results/cpu records) is accepted unchecked.
     """
-    final = json.loads((run_dir / "final.json").read_text())
+    final = json.loads(run_dir.final.read_text())
     expected = final.get("final_checkpoint_sha256")
     if expected is None:
         return
     fix = f"restore it, or remove {run_dir} and pre-train it again"
     name = final.get("final_checkpoint")
-    if name is not None and (run_dir / name).resolve() != latest.resolve():
+    if name is not None and (run_dir.path / name).resolve() != latest.resolve():
         raise ConfigError(f"pretrained: {latest} is not the checkpoint the run finished with ({name} in "
-                          f"{run_dir / 'final.json'}): {fix}")
+                          f"{run_dir.final}): {fix}")
     got = ckpt.sha256(latest)
     if got != expected:
         raise ConfigError(f"pretrained: {latest} changed after the run finished (sha256 {got[:12]}..., "
-                          f"{run_dir / 'final.json'} records {expected[:12]}...): {fix}")
+                          f"{run_dir.final} records {expected[:12]}...): {fix}")
 
 
 def resolve_backbone(cfg: RunConfig, runs_root: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -123,14 +124,14 @@ def resolve_backbone(cfg: RunConfig, runs_root: str | os.PathLike) -> dict[str, 
         raise ConfigError(f"model: this run's ResNet ({m.arch}, width {m.width}, small_stem {m.small_stem}) is not "
                           f"the pre-trained one of {p.table} {p.profile} {p.row} ({pm.arch}, width {pm.width}, "
                           f"small_stem {pm.small_stem})")
-    run_dir = run.run_dir(runs_root)
-    if not (run_dir / "final.json").is_file():
+    run_dir = RunDir.of(run, runs_root)
+    if not run_dir.final.is_file():
         raise ConfigError(f"pretrained: {p.table} --profile {p.profile} row {p.row} seed {p.seed} has not finished "
-                          f"({run_dir} has no final.json): pre-train it first: "
+                          f"({run_dir} has no {RunDir.FINAL}): pre-train it first: "
                           f"python -m repro run {p.table} --profile {p.profile}")
-    found = ckpt.checkpoints(run_dir)
+    found = ckpt.checkpoints(run_dir.path)
     if not found:
-        raise ConfigError(f"pretrained: {run_dir} has final.json but no checkpoint in {run_dir / 'checkpoints'}: "
+        raise ConfigError(f"pretrained: {run_dir} has {RunDir.FINAL} but no checkpoint in {run_dir.checkpoints}: "
                           f"remove the run directory and pre-train it again")
     verify_final_checkpoint(run_dir, found[-1])
     state = ckpt.load(found[-1])

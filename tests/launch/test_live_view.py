@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from repro.grid import load_table
 from repro.cli import main
 from repro.launch import progress
 from repro.launch.progress import LiveView, RunProgress
@@ -171,11 +172,11 @@ def test_a_less_complete_table_never_replaces_a_more_complete_one(killed_then_at
     moved = tmp_path / "final.json"
     final.rename(moved)
     try:
-        paths, kept = collect.render_unless_less_complete("t01", "smoke", runs, out_dir=out)
+        paths, kept = collect.render_unless_less_complete(load_table("t01"), "smoke", runs, out_dir=out)
         assert kept is not None and "6 runs done" in kept and "5 now" in kept
         assert (out / "table1.md").read_text() == before
         # Another profile's table is not this one: rendered.
-        assert collect.render_unless_less_complete("t01", "smoke", runs, out_dir=tmp_path / "o")[1] is None
+        assert collect.render_unless_less_complete(load_table("t01"), "smoke", runs, out_dir=tmp_path / "o")[1] is None
     finally:
         moved.rename(final)
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from repro.launch.job import local_slot
-from repro.launch.submit import _sort_runs
+from repro.launch.submit import LaunchReport, _sort_runs
 
 
 def _wait_for_slot(slots_dir: str, ticket: str, log: str) -> None:
@@ -68,5 +68,5 @@ class _Run:
 
 def test_runs_are_submitted_seed_by_seed_in_table_order(tmp_path):
     runs = [_Run(row, seed) for row in ("a", "b", "c") for seed in (0, 1)]  # the grid's order: row by row
-    report = _sort_runs(runs, tmp_path, False, log=lambda *_: None)
+    report = _sort_runs(LaunchReport(None, "p", runs), tmp_path, False, log=lambda *_: None)
     assert [r.run_id for r in report.submitted] == ["a-s0", "b-s0", "c-s0", "a-s1", "b-s1", "c-s1"]

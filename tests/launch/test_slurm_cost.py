@@ -110,9 +110,9 @@ def test_a_no_on_the_terminal_submits_nothing_and_yes_confirms(paper_launch, cap
     out, err = capsys.readouterr()
     assert "submit them? [y/N]" in out and "nothing submitted" in err
     assert submitted == [] and not (runs / "t01").exists()
-    assert cli._confirm_cost("t01", expand(load_table("t01"), "paper"), assume_yes=True) is True
+    assert cli._confirm_cost(load_table("t01"), expand(load_table("t01"), "paper"), assume_yes=True) is True
     monkeypatch.setattr("sys.stdin", Terminal("y\n"))
-    assert cli._confirm_cost("t01", expand(load_table("t01"), "paper"), assume_yes=False) is True
+    assert cli._confirm_cost(load_table("t01"), expand(load_table("t01"), "paper"), assume_yes=False) is True
 
 
 def test_the_random_init_control_costs_no_step():

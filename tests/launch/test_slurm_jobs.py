@@ -26,9 +26,15 @@ from repro.launch import slurm
 from repro.launch.submit import launch, wait
 from repro.cli import main
 from repro.grid import expand, load_table
-from repro.launch.status import status_lines
+from repro.launch import status
 from repro.results.collect import render
+from repro.rundir import run_states
 from slurm_helpers import REPO, slurm_cluster, wait_until, write_cluster, write_table  # noqa: F401 (fixture)
+
+def status_lines(table, runs):
+    """The lines of ``repro status`` for the smoke profile of ``table``, SLURM asked."""
+    return status.status_lines(status.status_progress(table, "smoke", runs, slurm.slurm_states))
+
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
 QUIET = {"log": lambda *a: None}
@@ -63,7 +69,7 @@ def test_smoke_table_goes_in_as_one_array_and_is_collected(tmp_path, capsys):
     df = pd.read_csv(out / "table1.csv")
     assert (df["status"] == "done").all() and df["top1"].between(0, 100).all() and (df["sec_per_iter"] > 0).all()
     assert "6/6 runs done" in (out / "table1.md").read_text()
-    lines = status_lines("t01", "smoke", runs)
+    lines = status_lines(load_table("t01"), runs)
     assert len(lines) == 6 and all(" done " in s and " COMPLETED " in s for s in lines)
     # The sbatch file asked for one node, 2 tasks of 1 CPU, on the CI partition.
     script = (runs / ".submitit" / array / f"{array}_submission.sh").read_text()
@@ -87,7 +93,7 @@ def test_requeued_runs_resume_and_end_bitwise_equal_to_an_uninterrupted_run(tmp_
     launched = {}
     for how in ("preempted", "requeued", "whole"):
         table = write_table(tmp_path, name=f"t9{len(launched)}", copies=[how], max_steps=40, checkpoint_every=5)
-        ((run, job),) = launch(str(table), "smoke", "ci", runs, **QUIET).jobs
+        ((run, job),) = launch(load_table(table), "smoke", "ci", runs, **QUIET).jobs
         launched[how] = (run.run_dir(runs), job)
     code_dirs = {json.loads((d / "job.json").read_text())["code_dir"] for d, _ in launched.values()}
     assert len(code_dirs) == 1, "the code changed between the three submissions: rerun the test"
@@ -150,7 +156,7 @@ def test_a_job_that_raises_shows_as_failed_with_its_error(tmp_path, capsys):
                  "--out", str(out), "--wait"]) == 1
     printed = capsys.readouterr()
     assert "FAILED: ValueError: dataset of" in printed.out and "runs failed" in printed.err
-    (line,) = status_lines(str(table), "smoke", runs)
+    (line,) = status_lines(load_table(table), runs)
     assert " failed " in line and " FAILED " in line and "ValueError: dataset of" in line and "no full batch of 2048" in line
     df = pd.read_csv(out / "table91.csv")
     assert list(df["status"]) == ["failed"]
@@ -162,7 +168,7 @@ def test_a_job_that_raises_shows_as_failed_with_its_error(tmp_path, capsys):
 def test_a_cancelled_job_is_reported_as_cancelled_without_hanging(tmp_path):
     table = write_table(tmp_path, name="t92", max_steps=1000)
     runs = tmp_path / "runs"
-    report = launch(str(table), "smoke", "ci", runs, **QUIET)
+    report = launch(load_table(table), "smoke", "ci", runs, **QUIET)
     ((run, job),) = report.jobs
     wait_until(lambda: last_step(run.run_dir(runs)) >= 2, 240, "the job to train")
     subprocess.run(["scancel", job.job_id], check=True)
@@ -170,12 +176,12 @@ def test_a_cancelled_job_is_reported_as_cancelled_without_hanging(tmp_path):
     ((_, reason),) = wait(report, runs, **QUIET)  # must return: sacct says CANCELLED
     print(f"scancel -> wait() returned in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     assert "CANCELLED" in reason
-    (line,) = status_lines(str(table), "smoke", runs)
+    (line,) = status_lines(load_table(table), runs)
     assert " cancelled " in line and " CANCELLED " in line
-    paths = render(str(table), "smoke", runs, out_dir=tmp_path / "out", states=slurm.run_states)
+    paths = render(load_table(table), "smoke", runs, out_dir=tmp_path / "out", scheduler=slurm.slurm_states)
     assert list(pd.read_csv(paths["csv"])["status"]) == ["cancelled"]
     # Relaunching resubmits it (it resumes from its last checkpoint); scancel that one too.
-    again = launch(str(table), "smoke", "ci", runs, **QUIET)
+    again = launch(load_table(table), "smoke", "ci", runs, **QUIET)
     assert [r.run_id for r in again.submitted] == [run.run_id]
     subprocess.run(["scancel", again.jobs[0][1].job_id], check=True)
 
@@ -207,7 +213,7 @@ def test_an_edit_after_submission_does_not_reach_the_job(tmp_path):
     assert "edited after submission" in broken.stderr  # the live tree is broken indeed
 
     subprocess.run(["scontrol", "release", job["job_id"]], check=True)
-    state = wait_until(lambda: next((s for s in slurm.run_states([run.run_dir(runs)])
+    state = wait_until(lambda: next((s for s in run_states([run.run_dir(runs)], slurm.slurm_states)
                                      if s.status not in ("pending", "running")), None), 240, "the job to end")
     assert state.status == "done", state
     final = json.loads((run.run_dir(runs) / "final.json").read_text())
@@ -231,7 +237,7 @@ def test_a_rank_that_dies_ends_its_job_and_frees_the_node(tmp_path):
     table = write_table(tmp_path, name="t94")
     held = write_cluster(tmp_path, "ci-held", sbatch={"hold": True})
     runs = tmp_path / "runs"
-    report = launch(str(table), "smoke", str(held), runs, **QUIET)
+    report = launch(load_table(table), "smoke", str(held), runs, **QUIET)
     ((_, job),) = report.jobs
     port = rendezvous_port(job.job_id)
     with socket.socket() as taken:
@@ -246,5 +252,5 @@ def test_a_rank_that_dies_ends_its_job_and_frees_the_node(tmp_path):
     assert took < 120, f"the job outlived its failed rank 0 by {took:.0f} s"
     (state,) = slurm.slurm_states([job.job_id]).values()
     assert state == "FAILED", f"SLURM job {job.job_id} is {state}: its other rank was not stopped"
-    (line,) = status_lines(str(table), "smoke", runs)
+    (line,) = status_lines(load_table(table), runs)
     assert " failed " in line and "address already in use" in line

@@ -1,40 +1,17 @@
-"""Run states from run directories and SLURM's word, without a cluster: sacct's output is
-parsed from text, and the cluster's answers are stubbed where a directory needs them."""
+"""SLURM's word on jobs without a cluster: sacct's output is parsed from text, and the
+cluster's answers are stubbed where a directory needs them. What the word means for a run
+(``RunDir.status``) is tested in tests/test_rundir.py."""
 
 from __future__ import annotations
 
 import json
 
 import pandas as pd
-import pytest
 
+from repro import cli
 from repro.launch import slurm, status
 from repro.results import collect as results
 from repro.grid import expand, load_table
-
-
-@pytest.mark.parametrize(
-    "dir_status,scheduler,expected",
-    [
-        ("done", "COMPLETED", "done"),
-        ("failed", "FAILED", "failed"),
-        ("pending", "PENDING", "pending"),
-        ("pending", "RUNNING", "running"),
-        ("running", "REQUEUED", "running"),  # preempted and requeued: it comes back
-        ("running", "PREEMPTED", "running"),
-        ("running", "CANCELLED", "cancelled"),
-        ("pending", "CANCELLED", "cancelled"),  # cancelled before it started
-        ("running", "TIMEOUT", "failed"),  # out of requeues
-        ("running", "OUT_OF_MEMORY", "failed"),
-        ("running", "NODE_FAIL", "failed"),
-        ("running", "COMPLETED", "failed"),  # ended without final.json
-        ("running", "UNKNOWN", "running"),  # SLURM cannot say: trust the directory
-        ("running", None, "running"),  # not a SLURM job
-        ("new", None, "new"),
-    ],
-)
-def test_merged_status(dir_status, scheduler, expected):
-    assert slurm.merged_status(dir_status, scheduler) == expected
 
 
 def test_sacct_and_squeue_lines_are_parsed_including_pending_arrays():
@@ -73,12 +50,16 @@ def _fake_runs(tmp_path):
     return root, states
 
 
-def test_status_lines_show_state_slurm_step_loss_and_error(tmp_path, monkeypatch):
+def test_status_lines_show_state_slurm_step_loss_and_error(tmp_path, monkeypatch, capsys):
     root, states = _fake_runs(tmp_path)
     asked = []
     monkeypatch.setattr(slurm, "slurm_states", lambda ids: asked.append(sorted(ids)) or {i: states[i] for i in ids})
-    lines = status.status_lines("t01", "smoke", root)
-    assert len(asked) == 1 and len(asked[0]) == 5  # one sacct call for the whole table
+    assert cli.main(["status", "t01", "--profile", "smoke", "--runs", str(root)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(asked) == 1 and len(asked[0]) == 5  # one sacct call for the whole command
+    assert printed[0] == status.STATUS_HEADER
+    assert printed[-1].startswith("t01/smoke: 1/6 done, 1 running, 2 pending, 2 failed; ETA ")
+    lines = printed[1:-1]
     cols = [line.split() for line in lines]
     assert [c[1:3] for c in cols] == [["done", "COMPLETED"], ["failed", "FAILED"], ["cancelled", "CANCELLED"],
                                       ["running", "RUNNING"], ["pending", "PENDING"], ["new", "-"]]
@@ -91,7 +72,7 @@ def test_status_lines_show_state_slurm_step_loss_and_error(tmp_path, monkeypatch
 def test_the_rendered_table_shows_failed_and_cancelled_runs_and_why(tmp_path, monkeypatch):
     root, states = _fake_runs(tmp_path)
     monkeypatch.setattr(slurm, "slurm_states", lambda ids: {i: states[i] for i in ids})
-    paths = results.render("t01", "smoke", root, out_dir=tmp_path / "out", states=slurm.run_states)
+    paths = results.render(load_table("t01"), "smoke", root, out_dir=tmp_path / "out", scheduler=slurm.slurm_states)
     runs = pd.read_csv(paths["runs"]).set_index("row")
     assert runs.loc["bn-syncbn", "status"] == "failed" and "no full batch" in runs.loc["bn-syncbn", "error"]
     assert runs.loc["syncbn-bn", "status"] == "cancelled"

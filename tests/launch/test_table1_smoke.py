@@ -10,6 +10,7 @@ import time
 import pandas as pd
 import pytest
 
+from repro.grid import load_table
 from repro.launch import submit
 from repro.results.collect import render
 from repro.train.checkpoint import sha256
@@ -21,10 +22,10 @@ pytestmark = pytest.mark.slow  # six real training runs through the LocalExecuto
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    report = submit.launch("t01", "smoke", "local", runs, log=lambda *a: None)
+    report = submit.launch(load_table("t01"), "smoke", "local", runs, log=lambda *a: None)
     failures = submit.wait(report, runs, log=lambda *a: None)
     out = tmp_path_factory.mktemp("out")
-    return runs, report, failures, render("t01", "smoke", runs, out_dir=out)
+    return runs, report, failures, render(load_table("t01"), "smoke", runs, out_dir=out)
 
 
 def test_one_array_of_six_runs_all_done(smoke):
@@ -62,7 +63,7 @@ def test_rendered_table_has_paper_and_measured_columns(smoke):
 def test_relaunch_trains_nothing(smoke):
     runs = smoke[0]
     t0 = time.time()
-    report = submit.launch("t01", "smoke", "local", runs, log=lambda *a: None)
+    report = submit.launch(load_table("t01"), "smoke", "local", runs, log=lambda *a: None)
     assert report.submitted == [] and len(report.skipped_done) == 6
     assert time.time() - t0 < 10
 
@@ -75,19 +76,19 @@ def test_a_failed_run_is_reported_and_can_be_rerun(smoke, tmp_path):
     latest = sorted((d / "checkpoints").glob("step_*.pt"))[-1]
     good = latest.read_bytes()
     latest.write_bytes(b"not a checkpoint")
-    report = submit.launch("t01", "smoke", "local", runs, log=lambda *a: None)
+    report = submit.launch(load_table("t01"), "smoke", "local", runs, log=lambda *a: None)
     assert [r.row for r in report.submitted] == ["bn-bn"]
     failures = submit.wait(report, runs, log=lambda *a: None)
     assert len(failures) == 1 and "CheckpointError" in failures[0][1] and latest.name in failures[0][1]
-    paths = render("t01", "smoke", runs, out_dir=tmp_path)
+    paths = render(load_table("t01"), "smoke", runs, out_dir=tmp_path)
     df = pd.read_csv(paths["csv"]).set_index("row")
     assert df.loc["bn-bn", "status"] == "failed" and pd.isna(df.loc["bn-bn", "top1"])
     assert (df.drop("bn-bn")["status"] == "done").all()
     # Not resubmitted silently; rerun on request once the cause is fixed.
     messages = []
-    assert submit.launch("t01", "smoke", "local", runs, log=messages.append).submitted == []
+    assert submit.launch(load_table("t01"), "smoke", "local", runs, log=messages.append).submitted == []
     assert any("FAILED earlier" in m and "--rerun-failed" in m for m in messages)
     latest.write_bytes(good)
-    report = submit.launch("t01", "smoke", "local", runs, rerun_failed=True, log=lambda *a: None)
+    report = submit.launch(load_table("t01"), "smoke", "local", runs, rerun_failed=True, log=lambda *a: None)
     assert submit.wait(report, runs, log=lambda *a: None) == []
-    assert pd.read_csv(render("t01", "smoke", runs, out_dir=tmp_path)["csv"])["status"].eq("done").all()
+    assert pd.read_csv(render(load_table("t01"), "smoke", runs, out_dir=tmp_path)["csv"])["status"].eq("done").all()

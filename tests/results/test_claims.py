@@ -417,7 +417,7 @@ def test_a_paper_protocol_on_emulated_devices_is_read_at_paper_scale(tmp_path):
     assert v.verdict == "inconclusive" and v.signal is None  # one seed, and no gate
     import pandas as pd
 
-    paths = render("t01", "paper-1x64", tmp_path, tmp_path / "out")
+    paths = render(load_table("t01"), "paper-1x64", tmp_path, tmp_path / "out")
     assert "Δ Top-1 (%)" in paths["md"].read_text()
     deltas = pd.read_csv(paths["csv"]).set_index("row")["top1_delta"]
     assert deltas["bn-bn"] == pytest.approx(0.5) and deltas["syncbn-syncbn"] == pytest.approx(0.5)

@@ -107,7 +107,7 @@ def test_the_command_writes_the_comparison_and_names_bad_profiles(tmp_path, caps
     assert main(["compare", "t01", "--profile", BASE, "--against", OTHER, "--runs", str(tmp_path),
                  "--out", str(out)]) == 0
     text = out.read_text()
-    assert text == compare_profiles("t01", BASE, OTHER, tmp_path)
+    assert text == compare_profiles(load_table("t01"), BASE, OTHER, tmp_path)
     assert "| linear probe top-1 | 6 | +0.00 |" in text and "| equivalent |" in text
     assert "| seconds per step | 6 | 0.70x |" in text
     assert main(["compare", "t01", "--profile", BASE, "--against", "cpu-mnist-fp8", "--runs", str(tmp_path)]) == 2
@@ -131,7 +131,7 @@ def test_the_precision_profile_differs_from_cpu_mnist_by_the_option_alone():
 
 def test_before_any_pair_has_finished_the_comparison_says_so(tmp_path):
     write(tmp_path, BASE, FP32)
-    text = compare_profiles("t01", BASE, OTHER, tmp_path)
+    text = compare_profiles(load_table("t01"), BASE, OTHER, tmp_path)
     assert text.rstrip().endswith("No (row, seed) has finished at both profiles yet.")
     assert "| linear probe top-1 | 0 | - | - | - | ±1 | 1.71 | inconclusive |" in text
 
@@ -152,4 +152,4 @@ def test_an_option_that_moves_the_rows_apart_is_caught_by_the_interaction(tmp_pa
     assert top1.estimate == pytest.approx(0.1) and top1.outcome == "inconclusive"
     (inter,) = top1.interactions
     assert inter.estimate == pytest.approx(-4.0) and inter.high < 0 and inter.outcome == "changed"
-    assert "| bn-mbn − bn-bn | linear probe top-1 | 3 | -4.00 |" in compare_profiles("t01", BASE, OTHER, tmp_path)
+    assert "| bn-mbn − bn-bn | linear probe top-1 | 3 | -4.00 |" in compare_profiles(load_table("t01"), BASE, OTHER, tmp_path)

@@ -20,7 +20,7 @@ def _all_done(root, profile, top1=80.0):
 @pytest.mark.parametrize("profile", ["paper", "local", "smoke"])
 def test_delta_only_at_the_paper_profile(tmp_path, profile):
     _all_done(tmp_path / "runs", profile)
-    paths = render("t01", profile, tmp_path / "runs", out_dir=tmp_path / "out")
+    paths = render(load_table("t01"), profile, tmp_path / "runs", out_dir=tmp_path / "out")
     header = paths["md"].read_text().split("\n| Row")[1].splitlines()[0]
     csv = pd.read_csv(paths["csv"]).set_index("row")
     assert "Top-1 (%) (paper)" in header and f"Top-1 (%) ({profile})" in header

@@ -35,18 +35,18 @@ def test_changed_table4_result_changes_the_figure_input_and_nothing_else_does(tm
     runs = {r.row: r for r in expand(load_table("t04"), "smoke")}
     finish(runs_root, runs["ours-32"], 41.0)
     finish(runs_root, runs["byol-64"], 30.0)
-    csv = render("t04", "smoke", runs_root, out_dir=out)["csv"]
+    csv = render(load_table("t04"), "smoke", runs_root, out_dir=out)["csv"]
     data = fig3.figure_data(out)
     mine = data[data.profile == "smoke"].set_index("bn_batch")
     assert mine.loc[32, "top1"] == 41.0 and mine.loc[32, "method"] == "ours" and mine.loc[64, "method"] == "byol"
     assert len(mine) == 2  # unfinished rows are not plotted
 
     before = csv.stat().st_mtime_ns
-    render("t04", "smoke", runs_root, out_dir=out)  # same results: the csv is not touched
+    render(load_table("t04"), "smoke", runs_root, out_dir=out)  # same results: the csv is not touched
     assert csv.stat().st_mtime_ns == before
 
     finish(runs_root, runs["ours-32"], 45.5)
-    render("t04", "smoke", runs_root, out_dir=out)
+    render(load_table("t04"), "smoke", runs_root, out_dir=out)
     assert csv.stat().st_mtime_ns != before
     changed = fig3.figure_data(out)
     assert changed[(changed.profile == "smoke") & (changed.bn_batch == 32)].top1.item() == 45.5
@@ -62,7 +62,7 @@ def test_the_control_is_a_level_on_its_profiles_panel(tmp_path, monkeypatch):
     for seed, (trained, control) in enumerate([(88.0, 80.0), (90.0, 82.0)]):
         finish(runs_root, runs[("ours-32", seed)], trained)
         finish(runs_root, runs[("random-init", seed)], control)
-    render("t04", "cpu", runs_root, out_dir=out)
+    render(load_table("t04"), "cpu", runs_root, out_dir=out)
     data = fig3.figure_data(out)
     mine = data[data.profile == "cpu"]
     (level,) = mine[mine.method == "random-init"].itertuples()

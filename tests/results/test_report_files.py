@@ -2,6 +2,7 @@
 
 import re
 
+from repro.grid import load_table
 from repro.results.report import build
 from report_helpers import write_records
 
@@ -95,7 +96,7 @@ def test_a_reduced_scale_table_says_what_it_can_and_cannot_show(tmp_path):
                 d = run.run_dir(root)
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "final.json").write_text(json.dumps({"top1": values[run.row][run.seed], "sec_per_iter": 0.2}))
-        return render("t01", "cpu-mnist", root, root / "out")["md"].read_text()
+        return render(load_table("t01"), "cpu-mnist", root, root / "out")["md"].read_text()
 
     rows = ["syncbn-syncbn", "bn-syncbn", "syncbn-bn", "bn-bn", "bn-mbn", "syncbn-mbn"]
     text = table_md(tmp_path / "a", {r: [92.0] for r in rows})
@@ -105,4 +106,4 @@ def test_a_reduced_scale_table_says_what_it_can_and_cannot_show(tmp_path):
     text = table_md(tmp_path / "c", {**{r: [92.0] for r in rows}, "bn-bn": [90.0], "random-init": [83.0]})
     assert "Every trained row scores above the `random-init` control (Top-1 (%): 83.00), the lowest by 7.00" in text
     # the paper's scale: no such note
-    assert "random-init" not in render("t01", "paper", tmp_path / "a", tmp_path / "p")["md"].read_text()
+    assert "random-init" not in render(load_table("t01"), "paper", tmp_path / "a", tmp_path / "p")["md"].read_text()

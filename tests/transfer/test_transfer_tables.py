@@ -144,6 +144,6 @@ def test_detection_metrics_reach_the_rendered_table(tmp_path):
     d = run.run_dir(tmp_path)
     d.mkdir(parents=True)
     (d / "final.json").write_text(json.dumps({"box_ap": 1.5, "mask_ap": 2.5, "mask_ap50": 3.5, "mask_ap75": 4.5}))
-    df = pd.read_csv(render("t11", "smoke", tmp_path, out_dir=tmp_path / "out")["csv"]).set_index("row")
+    df = pd.read_csv(render(load_table("t11"), "smoke", tmp_path, out_dir=tmp_path / "out")["csv"]).set_index("row")
     got = df.loc[run.row]
     assert got["status"] == "done" and got["mask_ap"] == 2.5 and got["mask_ap50"] == 3.5
