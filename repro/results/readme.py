@@ -23,14 +23,14 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..grid import expand, load_table
 from ..paths import REPO
-from ..rundir import read_json
+from ..rundir import RunDir, Status, read_json
 from .collect import collect, display_frame, reading_note, summarise
 
 TABLE, PROFILE = "t01", "local"
 RECORDS = REPO / "results" / "local"
 README = REPO / "README.md"
 BEGIN, END = "<!-- table1-local:begin -->", "<!-- table1-local:end -->"
-RECORD_FILES = ("config.yaml", "job.json", "metrics.jsonl", "final.json")
+RECORD_FILES = (RunDir.CONFIG, RunDir.JOB, RunDir.METRICS, RunDir.FINAL)
 
 
 class ReadmeError(RuntimeError):
@@ -45,22 +45,22 @@ def block(records: Path = RECORDS) -> str:
     """The README block (markers excluded) rendered from the records under ``records``."""
     table = load_table(TABLE)
     runs = collect(table, PROFILE, records)
-    if not (runs["status"] == "done").all():
-        missing = ", ".join(runs.loc[runs["status"] != "done", "run_id"])
+    if not (runs["status"] == Status.DONE).all():
+        missing = ", ".join(runs.loc[runs["status"] != Status.DONE, "run_id"])
         raise ReadmeError(f"{records}: Table 1 at profile {PROFILE!r} is not complete (not done: {missing}); "
                           f"run `make table1`, then `make record-table1`")
     summary = summarise(table, runs, PROFILE)
     submitted, finished, train_s, commits = [], [], 0.0, set()
     for run in expand(table, PROFILE):
-        d = run.run_dir(records)
-        job, final = read_json(d / "job.json") or {}, read_json(d / "final.json") or {}
+        d = RunDir.of(run, records)
+        job, final = d.read_job() or {}, d.read_final() or {}
         if job.get("submitted"):
             submitted.append(float(job["submitted"]))
         finished.append(dt.datetime.strptime(final["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp())
         train_s += float(final.get("train_wall_s") or 0.0)
         git = final.get("git") or {}
         commits.add(git.get("commit", "unknown")[:12] + (" (uncommitted changes)" if git.get("dirty") else ""))
-    machine = (read_json(records / "machine.json") or {}).get("machine", {})
+    machine = (read_json(records / "machine.json") or {}).get("machine", {})  # written by `record`
     where = f"{machine.get('cpu', 'unknown CPU')}, {machine.get('cores', '?')} cores"
     wall = (max(finished) - min(submitted)) / 60 if submitted else float("nan")
     rel = records.relative_to(REPO).as_posix() if records.is_relative_to(REPO) else str(records)
@@ -99,9 +99,10 @@ def record(runs_root: Path, records: Path = RECORDS, readme: Path = README) -> N
 
     table = load_table(TABLE)
     runs = collect(table, PROFILE, runs_root)
-    if not (runs["status"] == "done").all():
+    if not (runs["status"] == Status.DONE).all():
         raise ReadmeError(f"{runs_root}: Table 1 at profile {PROFILE!r} is not complete "
-                          f"({int((runs['status'] == 'done').sum())}/{len(runs)} runs done); run `make table1` first")
+                          f"({int((runs['status'] == Status.DONE).sum())}/{len(runs)} runs done); "
+                          "run `make table1` first")
     # Built beside, then swapped in: a crash leaves the old records or the new ones, never a mix.
     final, staging = records / TABLE / PROFILE, records / TABLE / f".{PROFILE}.partial"
     shutil.rmtree(staging, ignore_errors=True)

@@ -9,7 +9,7 @@ from report_helpers import write_records
 from repro.grid import expand, load_table
 from repro.results import readme
 from repro.results.readme import BEGIN, END, ReadmeError
-from repro.rundir import prepare_run_dir
+from repro.rundir import RunDir
 
 LOCAL = readme.RECORDS / "t01" / "local"
 
@@ -39,7 +39,7 @@ def test_the_block_shows_the_control_and_what_one_seed_cannot_show():
 def _finished_runs(root):
     write_records(root, profile="local")
     for run in expand(load_table("t01"), "local"):
-        prepare_run_dir(run, root)  # the resolved config, as a launch writes it
+        RunDir.of(run, root).prepare(run)  # the resolved config, as a launch writes it
     return root
 
 
