@@ -58,7 +58,7 @@ import pandas as pd
 from scipy import stats
 
 from ..config import ConfigError, from_dict, load_yaml
-from ..grid import PAPER_PROFILE, TABLES_DIR, Table, load_table
+from ..grid import TABLES_DIR, Table, load_table
 
 CLAIMS_FILE = TABLES_DIR / "claims.yaml"
 VERDICTS = ("supported", "not supported", "inconclusive", "not applicable", "no learning signal", "not run")
@@ -66,7 +66,6 @@ LEVEL = 0.95  # two-sided confidence level of every interval
 POWER = 0.8  # of the minimum detectable effect
 CONTROL_ROW = "random-init"  # a reduced-scale table's control: the same model, never trained
 TIME_METRICS = ("sec_per_iter",)  # not accuracies: no learning-signal gate
-PAPER_SCALE = PAPER_PROFILE  # the profile whose verdicts fill the report's "paper scale" column
 
 
 # --------------------------------------------------------------------------- the claims file
