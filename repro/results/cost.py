@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.schedules import steps_per_epoch
+from ..core.schedules import last_step, steps_per_epoch, total_steps
 
 # Pre-training images (SPEC §4): STL10 train (5,000) + unlabeled (100,000); ImageNet train.
 PRETRAIN_IMAGES = {"stl10": 105_000, "imagenet": 1_281_167}
@@ -33,8 +33,7 @@ def gpu_hours(*, epochs: float, dataset_images: int, global_batch_size: int, wor
     over the epochs, capped by ``max_steps``. One GPU per process, each holding ``devices`` of
     the paper's GPUs (emulated devices), at the paper's seconds per step of one GPU.
     """
-    total = max(1, round(epochs * steps_per_epoch(dataset_images, global_batch_size)))
-    steps = total if max_steps is None else min(total, max_steps)  # 0: the random-init control
+    steps = last_step(total_steps(epochs, steps_per_epoch(dataset_images, global_batch_size)), max_steps)
     return steps, steps * sec_per_iter * world_size * devices / 3600
 
 
