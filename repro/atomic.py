@@ -1,12 +1,14 @@
 """The one way this suite writes a file that others read: atomically, and durably.
 
 Standard library only (the ground floor): checkpoints, run records, exported weights,
-rendered tables and Detectron2's results all go through :func:`atomic_write`.
+rendered tables and Detectron2's results all go through :func:`atomic_write`; a folder that
+appears whole (the jobs' code snapshot, a synthetic dataset) through :func:`atomic_write_dir`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +35,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist a rename in ``folder`` (best effort: not every file system fsyncs a directory)."""
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -49,3 +56,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write` of a UTF-8 string."""
     data = text.encode()
     atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_dir(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """Write the folder ``path`` through ``write(folder)`` so that it is absent (or empty) or complete.
+
+    ``write`` fills a sibling temp folder (same file system), whose files are then fsynced and
+    which is renamed onto ``path``; a writer that raises or is killed leaves no half folder at
+    ``path`` (a killed one may leave its hidden ``.<name>.<hex>.tmp`` sibling, never read). An
+    empty folder at ``path`` is replaced; a non-empty one makes the rename fail with
+    ``OSError`` (e.g. another process that wrote the same folder first), and the temp folder
+    is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        for file in (p for p in tmp.rglob("*") if p.is_file()):
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+        os.rename(tmp, path)  # POSIX: replaces an empty folder, fails on a non-empty one
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_folder(path.parent)

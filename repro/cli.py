@@ -22,6 +22,7 @@ from pathlib import Path
 from .train.checkpoint import CheckpointError
 from .config import ConfigError
 from .data.datasets import DatasetNotFound
+from .grid import PAPER_PROFILE
 
 USER_ERRORS = (ConfigError, DatasetNotFound, CheckpointError)
 
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the tables and their profiles")
     pre = sub.add_parser("preflight", help="check every row of a profile on this machine before a cluster sees it")
     pre.add_argument("table", help="table id (t01) or a table file")
-    pre.add_argument("--profile", default="paper", help="scale (default: paper)")
+    pre.add_argument("--profile", default=PAPER_PROFILE, help="scale (default: paper)")
     pre.add_argument("--data-root", default=None, help="dataset folder to check (STL10 / ImageNet profiles)")
     pre.add_argument("--no-loop", action="store_true",
                      help="only build, price and step each row once (skip the 2-process loop and the probe pass)")
@@ -188,7 +189,7 @@ def _cmd_run(args) -> int:
 
     table = load_table(args.table)
     confirm = None
-    if args.profile == "paper":
+    if args.profile == PAPER_PROFILE:
         confirm = lambda runs: _confirm_cost(table, runs, assume_yes=args.yes)  # noqa: E731
     report = launch(table, args.profile, args.cluster, args.runs, data_root=args.data_root,
                     rerun_failed=args.rerun_failed, confirm=confirm)

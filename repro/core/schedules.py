@@ -84,10 +84,25 @@ def steps_per_epoch(dataset_len: int, global_batch_size: int) -> int:
     """Optimizer steps in one epoch: full global batches only (drop_last), floor division.
 
     E.g. STL10 train+unlabeled: 105,000 // 2048 = 51 steps (SPEC §4). Raises when not even one
-    batch fits, which would silently make a run of zero steps.
+    batch fits, which would silently make a run of zero steps. A caller whose batch is capped by
+    a small set (the probes, fine-tuning on 1%) passes ``min(batch, dataset_len)``.
     """
+    if global_batch_size <= 0:
+        raise ValueError(f"batch must be positive, got {global_batch_size}")
     steps = dataset_len // global_batch_size
     if steps == 0:
         raise ValueError(f"dataset of {dataset_len} images has no full batch of "
                          f"{global_batch_size}")
     return steps
+
+
+def total_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Optimizer steps of a run: ``epochs`` (possibly fractional) x steps per epoch, rounded, at
+    least 1. E.g. Table 1 at paper scale: 400 epochs x 51 = 20,400 steps."""
+    return max(1, round(epochs * steps_per_epoch))
+
+
+def last_step(total_steps: int, max_steps: int | None) -> int:
+    """The step a run stops at: ``total_steps``, or ``max_steps`` when that is fewer (smoke
+    profiles; 0 for the random-init control). The schedules still span ``total_steps``."""
+    return total_steps if max_steps is None else min(total_steps, max_steps)

@@ -8,7 +8,8 @@ placed under a root and raise `DatasetNotFound` with instructions when they are 
 """
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -288,58 +289,78 @@ def _synthetic_split(split: str, image_size: int) -> ImageTensorDataset:
     return synthetic(num_samples, image_size, num_classes=10, seed=seed)
 
 
-# One plain dict: name -> builder(root, split, image_size). Only the built-in datasets use
-# image_size (they are generated at that size); file datasets keep their native size and the
-# transforms crop them.
-BUILDERS: dict[str, Callable[[str | os.PathLike | None, str | None, int], Dataset]] = {
-    "digits": lambda root, split, image_size: digits(image_size, split),
-    "mnist5k": lambda root, split, image_size: mnist5k(image_size, split),
-    "synthetic": lambda root, split, image_size: _synthetic_split(split, image_size),
-    "stl10": lambda root, split, image_size: stl10(root, split),
-    "imagenet": lambda root, split, image_size: imagenet(root, split),
-}
-_STATS = {
-    "digits": (DIGITS_MEAN, DIGITS_STD),
-    "mnist5k": (MNIST5K_MEAN, MNIST5K_STD),
-    "synthetic": (SYNTHETIC_MEAN, SYNTHETIC_STD),
-    # FIDELITY: ImageNet statistics for STL10 too, as in the reference code (SPEC §3).
-    "stl10": (IMAGENET_MEAN, IMAGENET_STD),
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-}
-# Which split plays which role: (pre-training, probe training, probe test).
-# DEVIATION (digits): pre-training uses the probe's training split only, so no test image is
-# seen, even unlabeled; STL10 pre-trains on train+unlabeled as in the paper.
-ROLE_SPLITS = {
-    "digits": ("train", "train", "test"),
+Builder = Callable[[str | os.PathLike | None, str | None, int], Dataset]  # (root, split, image_size)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Everything the suite knows of one dataset, in one place (:data:`DATASETS`)."""
+
+    name: str
+    # builder(root, split, image_size). Only the built-in datasets use image_size (they are
+    # generated at that size); file datasets keep their native size and the transforms crop them.
+    build: Builder
+    classes: int
+    mean: tuple[float, ...]  # per channel, in [0, 1] units, for normalising
+    std: tuple[float, ...]
+    # Which split plays which role: (pre-training, probe training, probe test).
+    splits: tuple[str, str, str]
+    native_size: int | None  # side of the stored images (None: generated at any size, or varying)
+    built_in: bool  # needs no root
+    # Images per split as published (SPEC §4), known before any file is read: what a paper-scale
+    # run is priced with. Built-in data is sized by its builder and is not priced.
+    images: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def pretrain_images(self) -> int | None:
+        """Images of the pre-training split, where published (None otherwise)."""
+        return self.images.get(self.splits[0])
+
+
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
+    # DEVIATION (digits): pre-training uses the probe's training split only, so no test image is
+    # seen, even unlabeled.
+    DatasetInfo("digits", lambda root, split, image_size: digits(image_size, split), 10, DIGITS_MEAN, DIGITS_STD,
+                ("train", "train", "test"), native_size=8, built_in=True),
     # DEVIATION (mnist5k, SPEC §7): pre-training sees all 5,000 images, unlabeled; the
     # cross-validated probes (probe.protocol cv) test every image once from the other folds.
-    "mnist5k": ("all", "train", "test"),
-    "synthetic": ("train", "train", "test"),
-    "stl10": ("train+unlabeled", "train", "test"),
-    "imagenet": ("train", "train", "val"),
-}
-_NUM_CLASSES = {"digits": 10, "mnist5k": 10, "synthetic": 10, "stl10": 10, "imagenet": 1000}
-
-
-BUILT_IN = ("digits", "mnist5k", "synthetic")  # need no root
+    DatasetInfo("mnist5k", lambda root, split, image_size: mnist5k(image_size, split), 10, MNIST5K_MEAN,
+                MNIST5K_STD, ("all", "train", "test"), native_size=28, built_in=True),
+    DatasetInfo("synthetic", lambda root, split, image_size: _synthetic_split(split, image_size), 10,
+                SYNTHETIC_MEAN, SYNTHETIC_STD, ("train", "train", "test"), native_size=None, built_in=True),
+    # FIDELITY: ImageNet statistics for STL10 too, as in the reference code (SPEC §3). STL10
+    # pre-trains on train+unlabeled as in the paper.
+    DatasetInfo("stl10", lambda root, split, image_size: stl10(root, split), 10, IMAGENET_MEAN, IMAGENET_STD,
+                ("train+unlabeled", "train", "test"), native_size=96, built_in=False,
+                images={"train": 5_000, "unlabeled": 100_000, "train+unlabeled": 105_000, "test": 8_000}),
+    DatasetInfo("imagenet", lambda root, split, image_size: imagenet(root, split), 1000, IMAGENET_MEAN,
+                IMAGENET_STD, ("train", "train", "val"), native_size=None, built_in=False,
+                images={"train": 1_281_167, "val": 50_000}),
+)}
+BUILDERS: dict[str, Builder] = {name: d.build for name, d in DATASETS.items()}  # name -> builder, read from DATASETS
 
 
 def _check_name(name: str) -> None:
-    if name not in BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; known: {sorted(BUILDERS)}")
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry's entry of dataset `name` (ValueError for an unknown name)."""
+    _check_name(name)
+    return DATASETS[name]
 
 
 def build_dataset(name: str, root: str | os.PathLike | None, split: str | None,
                   image_size: int) -> Dataset:
-    """The dataset `name` (a key of BUILDERS) for `split`; root is ignored by built-in data."""
-    _check_name(name)
-    return BUILDERS[name](root, split, image_size)
+    """The dataset `name` (a key of DATASETS) for `split`; root is ignored by built-in data."""
+    return dataset_info(name).build(root, split, image_size)
 
 
 def check_available(name: str, root: str | os.PathLike | None) -> None:
     """Fail early, with DatasetNotFound, when a file dataset's root is missing or incomplete."""
-    _check_name(name)
-    if name in BUILT_IN:
+    info = dataset_info(name)
+    if info.built_in:
         if name == "mnist5k":
             _mnist5k_file()
         return
@@ -350,7 +371,7 @@ def check_available(name: str, root: str | os.PathLike | None) -> None:
         for split in ("train+unlabeled", "test"):
             _check_stl10_files(root, split)
     else:
-        for split in ROLE_SPLITS[name]:
+        for split in info.splits:
             if not (Path(root) / split).is_dir():
                 raise DatasetNotFound(f"ImageNet split folder {Path(root) / split} not found: point "
                                       f"--data-root at a folder holding train/ and val/ in ImageFolder "
@@ -359,16 +380,14 @@ def check_available(name: str, root: str | os.PathLike | None) -> None:
 
 def split_for(name: str, role: str) -> str:
     """The split of dataset `name` for `role` in {"pretrain", "probe_train", "probe_test"}."""
-    _check_name(name)
-    return ROLE_SPLITS[name][("pretrain", "probe_train", "probe_test").index(role)]
+    return dataset_info(name).splits[("pretrain", "probe_train", "probe_test").index(role)]
 
 
 def dataset_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) per channel in [0, 1] units, for normalising dataset `name`."""
-    _check_name(name)
-    return _STATS[name]
+    info = dataset_info(name)
+    return info.mean, info.std
 
 
 def num_classes(name: str) -> int:
-    _check_name(name)
-    return _NUM_CLASSES[name]
+    return dataset_info(name).classes

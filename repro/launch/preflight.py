@@ -43,7 +43,7 @@ from ..config import ConfigError
 from ..data.datasets import DatasetNotFound, check_available
 from ..grid import Run, expand, load_table, with_overrides
 from ..models.backbones import model_from_config
-from ..results.cost import PRETRAIN_IMAGES, estimate
+from ..results.cost import estimate, pretrain_images
 from ..train.pretrain import build_optimizer
 from ..train.step import schedule_for, train_step
 from ..core.schedules import steps_per_epoch
@@ -91,7 +91,7 @@ def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) 
     try:
         if data_root is not None:
             check_available(cfg.data.dataset, data_root)
-        images = PRETRAIN_IMAGES.get(cfg.data.dataset)
+        images = pretrain_images(cfg.data.dataset)
         spe = steps_per_epoch(images, cfg.train.global_batch_size) if images else None
         schedule = schedule_for(cfg, spe) if spe else None
         size = cfg.data.image_size

@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from ..atomic import atomic_write_dir
 from ..paths import PACKAGE, REPO
 from ..rundir import CODE_RECORD, git_state, write_json
 
@@ -50,18 +49,18 @@ def snapshot_code(runs_root: Path) -> Path:
     dest = Path(runs_root) / ".code" / code
     if (dest / CODE_RECORD).is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{code}."))
-    try:
+
+    def write(tmp: Path) -> None:
         os.chmod(tmp, 0o755)
         for name, data in contents.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_bytes(data)
         write_json(tmp / CODE_RECORD, {"code": code, **git_state(), "source": str(PACKAGE),
                                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        os.rename(tmp, dest)
+
+    try:
+        atomic_write_dir(dest, write)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
         if not (dest / CODE_RECORD).is_file():  # not a concurrent launcher that won the rename
             raise
     return dest

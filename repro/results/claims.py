@@ -55,19 +55,17 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-from scipy import stats
 
 from ..config import ConfigError, from_dict, load_yaml
-from ..grid import PAPER_PROFILE, TABLES_DIR, Table, load_table
+from ..grid import TABLES_DIR, Table, load_table
 from ..rundir import Status
+from . import stats
+from .stats import Interval, mde_in_se, sample_sd  # noqa: F401  (re-exported: the claims' intervals)
 
 CLAIMS_FILE = TABLES_DIR / "claims.yaml"
 VERDICTS = ("supported", "not supported", "inconclusive", "not applicable", "no learning signal", "not run")
-LEVEL = 0.95  # two-sided confidence level of every interval
-POWER = 0.8  # of the minimum detectable effect
 CONTROL_ROW = "random-init"  # a reduced-scale table's control: the same model, never trained
 TIME_METRICS = ("sec_per_iter",)  # not accuracies: no learning-signal gate
-PAPER_SCALE = PAPER_PROFILE  # the profile whose verdicts fill the report's "paper scale" column
 
 
 # --------------------------------------------------------------------------- the claims file
@@ -235,8 +233,7 @@ class RowValues:
     def std(self) -> float | None:
         if self.source != "measured" or self.n < 2:
             return None
-        m = self.mean
-        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (self.n - 1))
+        return sample_sd(self.values)
 
 
 Values = dict[str, RowValues]  # row id -> values
@@ -271,104 +268,12 @@ def measured_values(table: Table, profile: str, runs: pd.DataFrame, metric: str)
 
 def pooled_std(values: Values, log: bool = False) -> float | None:
     """Run-to-run standard deviation pooled over rows with at least two seeds (None if none)."""
-    ss, dof = 0.0, 0
-    for rv in values.values():
-        if rv.source != "measured" or rv.n < 2:
-            continue
-        xs = [math.log(v) for v in rv.values] if log else list(rv.values)
-        m = sum(xs) / len(xs)
-        ss += sum((x - m) ** 2 for x in xs)
-        dof += len(xs) - 1
-    return math.sqrt(ss / dof) if dof else None
+    return stats.pooled_sd([math.log(v) for v in rv.values] if log else list(rv.values)
+                           for rv in values.values() if rv.source == "measured" and rv.n >= 2)
 
 
 # --------------------------------------------------------------------------- intervals
-
-
-def _t(q: float, df: float) -> float:
-    return float(stats.t.ppf(q, df))
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A contrast's estimate, its standard error and degrees of freedom (SPEC §8).
-
-    ``se`` is None when the noise is not measured (a measured row with one seed) and 0 when
-    every row is exact (paper values)."""
-
-    estimate: float
-    se: float | None
-    df: float | None
-    paired: bool  # per-seed differences (True) or Welch over row spreads (False)
-    n: int | None = None  # paired seeds
-
-    @property
-    def half_width(self) -> float | None:
-        """t_{0.975,df} * SE: the 95% interval is estimate ± this."""
-        if self.se is None:
-            return None
-        return 0.0 if self.se == 0 else _t(0.5 + LEVEL / 2, self.df) * self.se
-
-    def bounds(self, level: float = LEVEL) -> tuple[float | None, float | None]:
-        """The two-sided interval at ``level`` (the precision check's TOST reads it at 90%)."""
-        if self.se is None:
-            return None, None
-        half = 0.0 if self.se == 0 else _t(0.5 + level / 2, self.df) * self.se
-        return self.estimate - half, self.estimate + half
-
-    @property
-    def low(self) -> float | None:
-        return None if self.se is None else self.estimate - self.half_width
-
-    @property
-    def high(self) -> float | None:
-        return None if self.se is None else self.estimate + self.half_width
-
-    @property
-    def mde(self) -> float | None:
-        """Minimum detectable effect at 80% power, exactly: :func:`mde_in_se` standard errors."""
-        if self.se is None:
-            return None
-        return 0.0 if self.se == 0 else mde_in_se(self.df) * self.se
-
-    rows: int | None = None  # a table interval: the rows whose residual gives the noise
-
-    @property
-    def method(self) -> str:
-        if self.se is None:
-            return "noise not measured"
-        if self.se == 0:
-            return "exact"
-        if self.rows is not None:
-            return f"table residual ({self.rows} rows x {self.n} seeds, df {self.df:.0f})"
-        return f"paired over {self.n} seeds" if self.paired else f"unpaired (Welch, df {self.df:.1f})"
-
-
-def mde_in_se(df: float, level: float = LEVEL, power: float = POWER) -> float:
-    """The minimum detectable effect in standard errors: the noncentrality d of Student's t at
-    ``df`` degrees of freedom for which the two-sided test at ``level`` rejects with probability
-    ``power`` (both tails counted). The usual t_{0.975} + t_{0.8} approximates it (5.36 against
-    5.65 at 2 degrees of freedom; the two agree as df grows)."""
-    from scipy.optimize import brentq
-
-    crit = _t(0.5 + level / 2, df)
-
-    def tail(p: float) -> float:  # scipy's noncentral t returns NaN for a tail far below 1e-300
-        return 0.0 if math.isnan(p) else p
-
-    def shortfall(d: float) -> float:
-        return tail(stats.nct.sf(crit, df, d)) + tail(stats.nct.cdf(-crit, df, d)) - power
-
-    high = crit + _t(power, df)  # the usual approximation, at or below the exact value
-    while shortfall(high) < 0:
-        high *= 1.5
-    return float(brentq(shortfall, 0.0, high))
-
-
-def sample_sd(xs: list[float]) -> float:
-    """The sample standard deviation (n - 1 in the denominator)."""
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+# Which interval a contrast gets, from its rows; the arithmetic is in ``stats.py``.
 
 
 def paired_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval | None:
@@ -386,30 +291,15 @@ def paired_interval(terms: dict[str, float], values: Values, log: bool = False) 
         return None
     const = sum(w * f(values[r].mean) for r, w in terms.items() if r not in measured)
     by_seed = {r: dict(zip(rv.seeds, rv.values)) for r, rv in measured.items()}
-    d = [const + sum(terms[r] * f(by_seed[r][s]) for r in measured) for s in seeds]
-    n = len(d)
-    return Interval(sum(d) / n, sample_sd(d) / math.sqrt(n), n - 1, True, n)
+    return stats.paired_interval([const + sum(terms[r] * f(by_seed[r][s]) for r in measured) for s in seeds])
 
 
 def welch_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval:
     """The contrast of row means with Welch's standard error and degrees of freedom."""
     f = math.log if log else (lambda x: x)
     estimate = sum(w * f(values[r].mean) for r, w in terms.items())
-    parts = []  # (w^2 s^2 / n, n - 1) per measured row
-    for r, w in terms.items():
-        rv = values[r]
-        if rv.source != "measured":
-            continue
-        if rv.n < 2:
-            return Interval(estimate, None, None, False)
-        parts.append((w * w * sample_sd([f(v) for v in rv.values]) ** 2 / rv.n, rv.n - 1))
-    var = sum(p for p, _ in parts)
-    if not parts:
-        return Interval(estimate, 0.0, None, False)
-    if var == 0:
-        return Interval(estimate, 0.0, None, False)
-    df = var ** 2 / sum(p * p / k for p, k in parts)
-    return Interval(estimate, math.sqrt(var), df, False)
+    return stats.welch_interval(estimate, [(w, [f(v) for v in values[r].values]) for r, w in terms.items()
+                                           if values[r].source == "measured"])
 
 
 def table_interval(terms: dict[str, float], values: Values) -> Interval | None:
@@ -425,15 +315,7 @@ def table_interval(terms: dict[str, float], values: Values) -> Interval | None:
     seeds = sorted(set.intersection(*(set(rv.seeds) for rv in rows.values())))
     if len(rows) < 2 or len(seeds) < 2:
         return None
-    x = {r: dict(zip(rv.seeds, rv.values)) for r, rv in rows.items()}
-    n, k = len(seeds), len(rows)
-    row_mean = {r: sum(x[r][s] for s in seeds) / n for r in rows}
-    seed_mean = {s: sum(x[r][s] for r in rows) / k for s in seeds}
-    grand = sum(row_mean.values()) / k
-    ss = sum((x[r][s] - row_mean[r] - seed_mean[s] + grand) ** 2 for r in rows for s in seeds)
-    df = (k - 1) * (n - 1)
-    se = math.sqrt(ss / df * sum(w * w for w in terms.values()) / n)
-    return Interval(sum(w * row_mean[r] for r, w in terms.items()), se, df, True, n, rows=k)
+    return stats.two_way_interval({r: dict(zip(rv.seeds, rv.values)) for r, rv in rows.items()}, seeds, terms)
 
 
 def contrast_interval(terms: dict[str, float], values: Values, log: bool = False) -> Interval:

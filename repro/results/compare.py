@@ -40,8 +40,9 @@ import pandas as pd
 from ..config import ConfigError
 from ..grid import Table
 from ..rundir import Scheduler, Status
-from .claims import CONTROL_ROW, Interval, measured_values, pooled_std, sample_sd
+from .claims import CONTROL_ROW, measured_values, pooled_std
 from .collect import collect, fmt, write_if_changed
+from .stats import mean_interval, tost_equivalent
 
 ACCURACY_METRICS = ("top1", "knn_top1")
 # Points of top-1: a quarter of the paper's Table 1 effects that the CPU campaigns are sized to
@@ -106,23 +107,13 @@ def pairs(base: pd.DataFrame, other: pd.DataFrame, metric: str) -> list[Pair]:
     return [Pair(r, s, b[(r, s)], v) for (r, s), v in o.items() if (r, s) in b]
 
 
-def _interval(d: list[float], level: float = 0.95) -> tuple[float | None, float | None, float | None]:
-    """mean(d) and its paired interval at ``level``: the claims' own :class:`Interval` over the seeds."""
-    if not d:
-        return None, None, None
-    m = sum(d) / len(d)
-    if len(d) < 2:
-        return m, None, None
-    return (m, *Interval(m, sample_sd(d) / math.sqrt(len(d)), len(d) - 1, True, len(d)).bounds(level))
-
-
 def judge(low: float | None, high: float | None, low90: float | None, high90: float | None,
           margin: float = EQUIVALENCE_MARGIN) -> str:
     """The outcome of a difference (see the module): TOST on the 90% interval against the
     margin fixed in advance; ``changed`` needs the 95% interval to exclude 0 as well."""
     if low is None or high is None or low90 is None or high90 is None:
         return "inconclusive"
-    if -margin < low90 and high90 < margin:
+    if tost_equivalent(low90, high90, margin):
         return "equivalent"
     if low > 0 or high < 0:
         return "changed"
@@ -130,8 +121,8 @@ def judge(low: float | None, high: float | None, low90: float | None, high90: fl
 
 
 def _judged(d: list[float]) -> tuple:
-    est, low, high = _interval(d)
-    _, low90, high90 = _interval(d, TOST_LEVEL)
+    est, low, high = mean_interval(d)
+    _, low90, high90 = mean_interval(d, TOST_LEVEL)
     return est, low, high, low90, high90, judge(low, high, low90, high90)
 
 
@@ -168,7 +159,7 @@ def compare(table: Table, base: str, other: str, runs_root: str | Path,
         out.append(Comparison(metric, tuple(ps), est, low, high, noise, outcome, low90, high90, EQUIVALENCE_MARGIN,
                               interactions(ps)))
     ps = [p for p in pairs(fb, fo, "sec_per_iter") if p.base > 0 and p.other > 0]
-    est, low, high = _interval([math.log(p.other / p.base) for p in ps])
+    est, low, high = mean_interval([math.log(p.other / p.base) for p in ps])
     out.append(Comparison("sec_per_iter", tuple(ps), est, low, high, None, None))
     return out
 

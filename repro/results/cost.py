@@ -14,10 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.schedules import steps_per_epoch
+from ..core.schedules import last_step, steps_per_epoch, total_steps
 
-# Pre-training images (SPEC §4): STL10 train (5,000) + unlabeled (100,000); ImageNet train.
-PRETRAIN_IMAGES = {"stl10": 105_000, "imagenet": 1_281_167}
+
+def pretrain_images(dataset: str) -> int | None:
+    """Images of ``dataset``'s pre-training split as published (SPEC §4; the dataset registry,
+    ``repro.data.datasets.DATASETS``), e.g. STL10 train (5,000) + unlabeled (100,000); None for
+    data that is not priced (built-in) or unknown."""
+    from ..data.datasets import DATASETS  # here, not above: the data layer imports torch
+
+    info = DATASETS.get(dataset)
+    return None if info is None else info.pretrain_images
+
 
 # Seconds per iteration when a table has no sec_per_iter column, per (dataset, arch), from
 # the paper's Momentum² Teacher rows: Table 1 BN / Momentum BN (ResNet-18, 64 GPUs x 32) and
@@ -33,8 +41,7 @@ def gpu_hours(*, epochs: float, dataset_images: int, global_batch_size: int, wor
     over the epochs, capped by ``max_steps``. One GPU per process, each holding ``devices`` of
     the paper's GPUs (emulated devices), at the paper's seconds per step of one GPU.
     """
-    total = max(1, round(epochs * steps_per_epoch(dataset_images, global_batch_size)))
-    steps = total if max_steps is None else min(total, max_steps)  # 0: the random-init control
+    steps = last_step(total_steps(epochs, steps_per_epoch(dataset_images, global_batch_size)), max_steps)
     return steps, steps * sec_per_iter * world_size * devices / 3600
 
 
@@ -66,7 +73,7 @@ def estimate(table, runs) -> list[RunCost]:
     for run in runs:
         cfg = run.config
         world = cfg.train.world_size
-        images = PRETRAIN_IMAGES.get(cfg.data.dataset)
+        images = pretrain_images(cfg.data.dataset)
         spi, source = paper.get(run.row), "paper"
         if spi is None:
             key = (cfg.data.dataset, cfg.model.arch)

@@ -25,12 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import ConfigError
-from ..grid import TABLES_DIR, Table, expand, load_table
+from ..grid import PAPER_PROFILE, TABLES_DIR, Table, expand, load_table
 from ..paths import REPO
 from ..rundir import RunDir, Scheduler, Status, read_json
 from . import figures as fig3
 from .curves import draw_curves
-from .claims import (CLAIMS_FILE, CONTROL_ROW, PAPER_SCALE, VERDICTS, Claim, Verdict, evaluate, load_claims,
+from .claims import (CLAIMS_FILE, CONTROL_ROW, VERDICTS, Claim, Verdict, evaluate, load_claims,
                      measured_values, needs_control, paper_values)
 from .collect import (collect, display_frame, fmt, output_stem, summarise, write_if_changed,
                       write_table_files)
@@ -309,7 +309,7 @@ def _scale(profile: str, scales: dict[str, str]) -> str:
 def _column_title(profile: str, scales: dict[str, str], paper_like: bool = False) -> str:
     if profile == PAPER_NUMBERS:
         return "paper's numbers"
-    if profile == PAPER_SCALE:
+    if profile == PAPER_PROFILE:
         return "reproduced, paper scale"
     return f"`{profile}` (paper scale)" if paper_like else f"`{profile}` (reduced scale)"
 
@@ -337,8 +337,8 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
     by_name = {t.name: t for t in tables}
     claims = load_claims(claims_file or CLAIMS_FILE, by_name)
     found = {k: v for k, v in discover(roots, tables, profiles, scheduler).items() if k[1] not in exclude}
-    seen = sorted({p for _, p in found}, key=lambda p: (p != PAPER_SCALE, p))
-    shown_profiles = [PAPER_SCALE] + [p for p in seen if p != PAPER_SCALE]
+    seen = sorted({p for _, p in found}, key=lambda p: (p != PAPER_PROFILE, p))
+    shown_profiles = [PAPER_PROFILE] + [p for p in seen if p != PAPER_PROFILE]
 
     for (_, profile), tr in found.items():  # rendered tables, one folder per profile
         write_table_files(out / "tables" / profile, tr.table, profile, tr.runs, tr.summary,

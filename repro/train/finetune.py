@@ -97,7 +97,7 @@ def _epoch_chunks(n: int, batch: int, micro: int, seed: int, epoch: int) -> list
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch))
     order = torch.randperm(n, generator=generator).tolist()
     steps = []
-    for s in range(n // batch):
+    for s in range(schedules.steps_per_epoch(n, batch)):
         step = order[s * batch:(s + 1) * batch]
         steps.append([step[i:i + micro] for i in range(0, batch, micro)])
     return steps
@@ -192,8 +192,8 @@ def run_finetune(cfg: RunConfig, run_dir: str | Path, backbone: dict, device, *,
     batch = min(f.batch_size, n)
     micro = min(cfg.train.bn_batch_size, batch)
     lr = f.lr * batch / f.batch_size  # linear scaling when the subset caps the batch
-    steps_per_epoch = n // batch
-    total_steps = f.epochs * steps_per_epoch
+    steps_per_epoch = schedules.steps_per_epoch(n, batch)
+    total_steps = schedules.total_steps(f.epochs, steps_per_epoch)
 
     torch.manual_seed(cfg.train.seed)  # the head's initialisation
     encoder = resnet(cfg.model.arch, width=cfg.model.width, small_stem=cfg.model.small_stem)

@@ -127,7 +127,7 @@ def pretrain(
     spe = schedules.steps_per_epoch(len(dataset), cfg.train.global_batch_size)
     schedule = schedule_for(cfg, spe)
     # max_steps 0 is the random-init control: the model as built, never stepped, probed like any run
-    last_step = schedule.total_steps if cfg.train.max_steps is None else min(schedule.total_steps, cfg.train.max_steps)
+    last_step = schedules.last_step(schedule.total_steps, cfg.train.max_steps)
 
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model, optimizer, wrapped, step = _model_and_optimizer(cfg, run_dir, device, memory_format, rank)

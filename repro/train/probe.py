@@ -71,8 +71,8 @@ def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, 
     lr = schedules.scaled_lr(p.linear_lr_per_256, p.linear_batch_size)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     n_train = len(plain_train[1])
-    steps_per_epoch = max(1, n_train // p.linear_batch_size)
-    total = p.linear_epochs * steps_per_epoch
+    steps_per_epoch = schedules.steps_per_epoch(n_train, min(p.linear_batch_size, n_train))
+    total = schedules.total_steps(p.linear_epochs, steps_per_epoch)
     step, history = 0, []
     for epoch in range(p.linear_epochs):
         if p.augment:  # the paper's protocol: features of freshly augmented crops

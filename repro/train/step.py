@@ -41,7 +41,7 @@ class Schedule:
 def schedule_for(cfg: RunConfig, steps_per_epoch: int) -> Schedule:
     """The run's schedule: ``train.epochs`` of ``steps_per_epoch`` steps, warm-up in epochs."""
     return Schedule(
-        total_steps=max(1, round(cfg.train.epochs * steps_per_epoch)),
+        total_steps=schedules.total_steps(cfg.train.epochs, steps_per_epoch),
         warmup_steps=round(cfg.optim.warmup_epochs * steps_per_epoch),
         peak_lr=cfg.peak_lr,
         warmup_start_lr=schedules.warmup_start(cfg.peak_lr, cfg.optim.warmup_start),

@@ -194,7 +194,7 @@ def _train_yacs(d2cfg: dict) -> tuple[dict, int]:
     """Detectron2's DefaultTrainer (tools/train_net.py); returns (evaluation, iterations done)."""
     cfg = yacs_config(d2cfg)
     if comm.is_main_process():
-        Path(cfg.OUTPUT_DIR, "config.yaml").write_text(cfg.dump())
+        atomic_write_text(Path(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
     seed_all_rng(cfg.SEED + comm.get_rank())
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=True)  # the last checkpoint of this run, else MODEL.WEIGHTS

@@ -33,12 +33,13 @@ import json
 import math
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..atomic import atomic_write_dir
 
 # (name, RGB colour, shape): the category is the pair (colour, shape).
 CATEGORIES = (
@@ -193,6 +194,7 @@ def _lvis_json(split: list[tuple[np.ndarray, list[dict]]], file_names: list[str]
 
 
 def _write_json(path: Path, data: dict) -> None:
+    # A plain write: only ever into the folder that atomic_write_dir renames into place.
     path.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")))
 
 
@@ -221,10 +223,8 @@ def _write(folder: Path, fmt: str, num_train: int, num_val: int, height: int, wi
     # Separate seeds per split (train and val are independent draws of the same distribution).
     splits = {"train": make_split(num_train, seed=seed, height=height, width=width),
               "val": make_split(num_val, seed=seed + 1_000_003, height=height, width=width)}
-    # Build in a sibling temp folder and rename: a killed writer leaves no half dataset.
-    tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}.tmp")
-    tmp.mkdir(parents=True)
-    try:
+    # Written aside and renamed (atomic_write_dir): a killed writer leaves no half dataset.
+    def write(tmp: Path) -> None:
         for split_name, split in splits.items():
             image_dir, json_name = layout[split_name]
             (tmp / image_dir).mkdir()
@@ -237,12 +237,8 @@ def _write(folder: Path, fmt: str, num_train: int, num_val: int, height: int, wi
                 data = _lvis_json(split, names, image_dir, height, width)
             _write_json(tmp / json_name, data)
         _write_json(tmp / _MARKER, params)
-        if folder.exists():
-            folder.rmdir()  # empty (checked above)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_write_dir(folder, write)  # replaces the folder if it is empty (checked above)
     return result
 
 

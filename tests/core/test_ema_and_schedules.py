@@ -92,3 +92,19 @@ def test_warmup_modes_and_scaling_rules():
         S.equivalent_hparams(0.05, 0.01, 0, 4096)
     with pytest.raises(ValueError):
         S.equivalent_hparams(0.05, 0.01, 256, 0)
+
+
+def test_steps_per_epoch_total_and_last_step_pinned():
+    # drop_last: only full batches count; the tail that does not fill one is dropped
+    assert [S.steps_per_epoch(n, b) for n, b in [(105_000, 2048), (1_281_167, 4096), (1797, 128), (256, 256),
+                                                 (255, 128), (10, 10)]] == [51, 312, 14, 1, 1, 1]
+    with pytest.raises(ValueError, match="no full batch"):
+        S.steps_per_epoch(100, 128)
+    with pytest.raises(ValueError, match="positive"):
+        S.steps_per_epoch(100, 0)
+    # epochs x steps per epoch, rounded (fractional epochs), at least 1
+    assert S.total_steps(400, 51) == 20_400  # Table 1, paper scale
+    assert S.total_steps(300, 312) == 93_600  # Table 2, ResNet-50 at 4096
+    assert S.total_steps(0.5, 51) == 26 and S.total_steps(0.01, 3) == 1 and S.total_steps(0, 51) == 1
+    assert S.last_step(20_400, None) == 20_400 and S.last_step(20_400, 5) == 5 and S.last_step(3, 5) == 3
+    assert S.last_step(20_400, 0) == 0  # the random-init control

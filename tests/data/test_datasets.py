@@ -226,3 +226,20 @@ def test_mnist5k_is_the_5000_real_digits_with_a_stratified_holdout_and_its_stats
     pixels = full.images[:, :1].double() / 255
     assert abs(pixels.mean().item() - MNIST5K_MEAN[0]) < 1e-4 and abs(pixels.std().item() - MNIST5K_STD[0]) < 1e-4
     assert mnist5k(16).images.shape == (5000, 3, 16, 16)
+
+
+def test_one_registry_answers_every_dataset_question():
+    from repro.data.datasets import DATASETS, dataset_info, split_for
+    from repro.results.cost import pretrain_images
+
+    assert sorted(DATASETS) == sorted(BUILDERS) and all(BUILDERS[n] is d.build for n, d in DATASETS.items())
+    for name, info in DATASETS.items():
+        assert info.name == name and dataset_info(name) is info
+        assert dataset_stats(name) == (info.mean, info.std) and num_classes(name) == info.classes
+        assert split_for(name, "pretrain") == info.splits[0] and split_for(name, "probe_test") == info.splits[2]
+    # the published split sizes price a paper-scale run (SPEC §4); built-in data is not priced
+    assert pretrain_images("stl10") == 105_000 == sum(DATASETS["stl10"].images[s] for s in ("train", "unlabeled"))
+    assert pretrain_images("imagenet") == 1_281_167 and num_classes("imagenet") == 1000
+    assert pretrain_images("digits") is None and pretrain_images("no-such-data") is None
+    with pytest.raises(ValueError, match="unknown dataset"):
+        dataset_info("no-such-data")
