@@ -6,6 +6,11 @@ What only matters across machines: the rendezvous address taken from the job's n
 the job's port, the ranks and local ranks SLURM assigns, a requeue that lands on other nodes,
 and a rank on the second node that fails. Skipped without the multi-node partition, failing
 under CI=true (tests/needs.py).
+
+Durations measured on the 2-core machine while other work ran on it (2026-12-07): the
+rendezvous probe 25-80 s; Table 1's six smoke rows at 2 x 2 then 1 x 4, 4 processes each,
+about 9 min (the 2 x 2 runs are shared with the devices test); the second-node failure
+1.5-2.5 min; the requeue 5-7.5 min; the 2 x 1 x 2 devices runs 1.5-3 min.
 """
 
 from __future__ import annotations
