@@ -30,7 +30,8 @@
 #                                    runs t01 at cpu-mnist-bf16 (2 rows, about 20 minutes a seed),
 #                                    writes results/cpu/precision-check.md
 #   RUNS=dir OUT=dir FIG_OUT=dir     where runs, rendered tables and figures go (runs, tables/out, figures/out)
-#   make slurm-up / slurm-down       a real single-node SLURM cluster on this machine (root, Debian)
+#   make slurm-up / slurm-down       a real SLURM cluster on this machine (root, Debian); NODES=3: plus 3
+#                                    namespaced nodes (partition multi) for jobs that span nodes
 #   make table1 PROFILE=smoke CLUSTER=slurm ARGS=--wait   Table 1 through SLURM (make slurm-up first)
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -148,7 +149,9 @@ report: $(STAMP)
 status: $(STAMP)
 	$(REPRO) status $(call tid,$(or $(TABLE),1)) --profile $(PROFILE) --runs $(RUNS)
 
+# NODES=2 (or 3): also that many nodes in partition `multi`, each slurmd in its own network
+# and UTS namespace on this machine (.ci/slurm/start.sh); slurm-down removes them.
 slurm-up:
-	bash .ci/slurm/install.sh && bash .ci/slurm/start.sh
+	bash .ci/slurm/install.sh && NODES=$(or $(NODES),1) bash .ci/slurm/start.sh
 slurm-down:
 	bash .ci/slurm/stop.sh

@@ -2,7 +2,8 @@
 
 Cluster facts live only in ``slurm/<name>.yaml``: ``local`` (submitit's LocalExecutor,
 real processes on this machine), ``debug`` (in-process, one process), ``slurm`` (any SLURM
-cluster, partition from its default), ``ci`` (the single-node cluster of ``.ci/slurm``) and
+cluster, partition from its default), ``ci`` (the single-node cluster of ``.ci/slurm``),
+``ci-multi`` (its namespaced nodes, NODES=3: jobs that span nodes) and
 ``example-gpu`` (8 GPUs per node, to copy).
 """
 

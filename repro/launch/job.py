@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import socket
 import sys
 import time
 import traceback
@@ -43,6 +44,25 @@ def _job_rank() -> int:
         return submitit.JobEnvironment().global_rank
     except RuntimeError:  # called outside submitit (tests, a plain python call)
         return 0
+
+
+def _first_error_of_attempt(run_dir: RunDir, started: float) -> bool:
+    """Whether no rank of this attempt (begun at ``started``) has written ``error.txt`` yet.
+
+    The first rank that fails writes it, whichever rank and node it is: a rank on another node
+    that raises is the cause, and the ranks that then lose their peers (or are killed by srun)
+    must not hide it. An ``error.txt`` older than the attempt is a previous attempt's.
+    """
+    try:
+        return run_dir.error.stat().st_mtime < started
+    except FileNotFoundError:
+        return True
+
+
+def _remove_stale_error(run_dir: RunDir, started: float) -> None:
+    """Remove a previous attempt's ``error.txt``, not one that a rank of this attempt wrote."""
+    if _first_error_of_attempt(run_dir, started):
+        run_dir.error.unlink(missing_ok=True)
 
 
 def _distributed_env(world_size: int) -> tuple[int, str]:
@@ -175,24 +195,26 @@ class RunJob:
     def __call__(self, run: Run) -> dict:
         run_dir = RunDir.of(run, self.runs_root)
         rank = _job_rank()
+        started = time.time()
         try:
             rank, job_key = _distributed_env(tasks_per_job(run.config))
             slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir, self.ticket(run))
                     if self.slots else contextlib.nullcontext())
             with slot:
-                return self._run(run, run_dir, rank)
+                return self._run(run, run_dir, rank, started)
         except BaseException as e:
-            if rank == 0 and not isinstance(e, (KeyboardInterrupt, SystemExit)):
-                run_dir.write_error(f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+            if not isinstance(e, (KeyboardInterrupt, SystemExit)) and _first_error_of_attempt(run_dir, started):
+                where = f"rank {rank} of {tasks_per_job(run.config)}, on host {socket.gethostname()}"
+                run_dir.write_error(f"{type(e).__name__}: {e}\n\n({where})\n\n{traceback.format_exc()}")
             raise
 
-    def _run(self, run: Run, run_dir: RunDir, rank: int) -> dict:
+    def _run(self, run: Run, run_dir: RunDir, rank: int, started: float) -> dict:
         finished = run_dir.read_final()
         if finished is not None:  # requeued after the end (a kill that lost the race with the last step)
             print(f"[{run.run_id}] rank {rank}: already finished, nothing to do", flush=True)
             return finished
         if rank == 0:
-            run_dir.error.unlink(missing_ok=True)  # a rerun of a failed run
+            _remove_stale_error(run_dir, started)  # a rerun of a failed run
         print(f"[{run.run_id}] rank {rank}: {run.config.task} in {run_dir} (code: {PACKAGE})", flush=True)
         result = TASKS[run.config.task](run, run_dir.path, Path(self.runs_root), rank)
         if rank != 0:

@@ -215,6 +215,13 @@ def _ddp(model: torch.nn.Module) -> DistributedDataParallel:
     """DDP that never syncs buffers, not even at wrap time: each rank's BN / Momentum BN
     statistics are its own and were just resumed from its own checkpoint slot.
 
+    ``find_unused_parameters=True`` (every parameter is used) keeps DDP's gradient buckets the
+    same in every step: otherwise DDP puts all gradients in one bucket for a process's first
+    step and rebuilds the buckets after it, and with 3 or more processes gloo's ring all-reduce
+    adds an element's values in an order that depends on its place in the bucket, so a resumed
+    process would round its first step differently from the uninterrupted run (a requeued
+    run of 4 processes was not bitwise equal; 2 processes are immune, a + b = b + a).
+
     ``broadcast_buffers=False`` is deprecated in favour of ``forward_sync_buffers=False``, which
     still broadcasts rank 0's buffers at init (torch's own warning says so) and would overwrite
     them; the warning is silenced until torch offers ``init_sync_buffers``.
@@ -223,7 +230,7 @@ def _ddp(model: torch.nn.Module) -> DistributedDataParallel:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
-        return DistributedDataParallel(model, broadcast_buffers=False)
+        return DistributedDataParallel(model, broadcast_buffers=False, find_unused_parameters=True)
 
 
 def _checked_loss(watch: LossWatch, run_dir: Path) -> float:

@@ -17,7 +17,7 @@ import yaml
 from needs import missing_programs, unmet
 
 REPO = Path(__file__).resolve().parents[2]
-START = "bash .ci/slurm/install.sh && bash .ci/slurm/start.sh"
+START = "bash .ci/slurm/install.sh && bash .ci/slurm/start.sh"  # NODES=3 for test_slurm_multinode.py
 PARTITION = "ci"  # slurm/ci.yaml, .ci/slurm/slurm.conf.in
 
 
