@@ -7,6 +7,7 @@ Reading top to bottom: setup, data, resume, the step loop, checkpoint, final.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -181,9 +182,29 @@ def pretrain(
         bar.close()
     metrics.close()
     summary = _summary(cfg, model, device, step, schedule.total_steps, spe, loss_value, marks, t_start)
+    if step == marks[0][0] and step > 0:
+        # Resumed at its end (stopped after its last checkpoint, e.g. while probing): this attempt
+        # trained nothing, so the loss and the step time are the last ones the run logged.
+        last = _last_logged(run_dir / "metrics.jsonl")
+        summary.update(final_loss=last.get("loss", math.nan), sec_per_iter=last.get("sec_per_iter"))
     # FIDELITY: the authors dump and evaluate rank 0's teacher; with emulated devices, device 0's
     # (its BN statistics / Momentum BN history), which is rank 0 of the equivalent one-device run.
     return summary, single_device(model, 0)
+
+
+def _last_logged(path: Path) -> dict:
+    """The last complete record of ``metrics.jsonl`` ({} when there is none)."""
+    last = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    last = json.loads(line)
+                except ValueError:  # a torn last line (a kill mid-write)
+                    pass
+    except OSError:
+        pass
+    return last
 
 
 def _views(batch, augment, epoch: int, device, memory_format):

@@ -50,6 +50,18 @@ def test_interrupted_and_resumed_run_ends_bitwise_equal(tmp_path, augmentation_m
     assert [l["step"] for l in lines] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_run_resumed_after_its_last_step_reports_the_logged_loss_and_step_time(tmp_path):
+    # A run stopped after its last checkpoint (killed while probing) trains nothing when resumed;
+    # its summary must still carry the run's final loss and step time, not NaN and None.
+    cfg = smoke_config(row="bn-bn")
+    summary, _ = train.pretrain(cfg, tmp_path, progress=False)
+    again, _ = train.pretrain(cfg, tmp_path, progress=False)
+    assert again["steps"] == summary["steps"] == 6
+    assert again["final_loss"] == summary["final_loss"] and summary["final_loss"] == summary["final_loss"]
+    assert again["sec_per_iter"] == json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["sec_per_iter"]
+    assert again["sec_per_iter"] is not None
+
+
 def _two_process_run(rank, world_size, cfg, whole, parts):
     train.pretrain(cfg, whole, progress=False)
     train.pretrain(cfg, parts, stop_at_step=4, progress=False)
