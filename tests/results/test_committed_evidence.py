@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from evidence import as_committed, committed_evidence
 from repro.grid import expand, load_table
 from repro.results.claims import CONTROL_ROW
 from repro.results.report import build
@@ -42,13 +43,15 @@ def test_every_cpu_run_has_a_committed_record_from_clean_code():
 
 def test_the_committed_report_is_what_the_records_render_to(tmp_path):
     committed = EVIDENCE / "report"
-    fresh = build([EVIDENCE], tmp_path, list(CAMPAIGNS))
-    assert fresh["md"].read_text() == (committed / "report.md").read_text()
+    evidence = committed_evidence(tmp_path / "checkout")  # what a clean checkout holds
+    fresh = build([evidence], tmp_path / "out", list(CAMPAIGNS))
+    assert as_committed(fresh["md"].read_text(), evidence) == (committed / "report.md").read_text()
 
     def without_images(page: str) -> str:
         return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "IMG", page)
 
-    assert without_images(fresh["html"].read_text()) == without_images((committed / "report.html").read_text())
+    html = as_committed(fresh["html"].read_text(), evidence)
+    assert without_images(html) == without_images((committed / "report.html").read_text())
 
 
 @pytest.mark.parametrize("profile", list(CAMPAIGNS))
