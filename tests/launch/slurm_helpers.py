@@ -8,6 +8,7 @@ tests/conftest.py, whose functions the distributed tests pickle by module name.)
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -71,9 +72,9 @@ def write_table(folder: Path, name: str = "t90", *, row: str = "syncbn-mbn", cop
     return path
 
 
-def write_cluster(folder: Path, name: str, **changes) -> Path:
-    """slurm/ci.yaml with ``changes`` (e.g. sbatch={"hold": True}), as a profile file."""
-    profile = yaml.safe_load((REPO / "slurm" / "ci.yaml").read_text())
+def write_cluster(folder: Path, name: str, base: str = "ci", **changes) -> Path:
+    """slurm/<base>.yaml with ``changes`` (e.g. sbatch={"hold": True}), as a profile file."""
+    profile = yaml.safe_load((REPO / "slurm" / f"{base}.yaml").read_text())
     profile.update(changes)
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
@@ -89,3 +90,12 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.1):
             return value
         time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def last_step(run_dir: Path) -> int:
+    """The last step a run logged (0 before its first log line)."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    return json.loads(lines[-1])["step"] if lines else 0

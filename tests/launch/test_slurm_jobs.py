@@ -29,7 +29,7 @@ from repro.grid import expand, load_table
 from repro.launch import status
 from repro.results.collect import render
 from repro.rundir import run_states
-from slurm_helpers import REPO, slurm_cluster, wait_until, write_cluster, write_table  # noqa: F401 (fixture)
+from slurm_helpers import REPO, last_step, slurm_cluster, wait_until, write_cluster, write_table  # noqa: F401 (fixture)
 
 def status_lines(table, runs):
     """The lines of ``repro status`` for the smoke profile of ``table``, SLURM asked."""
@@ -40,12 +40,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slur
 QUIET = {"log": lambda *a: None}
 
 
-def last_step(run_dir: Path) -> int:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return 0
-    return json.loads(lines[-1])["step"] if lines else 0
 
 
 def logged_steps(run_dir: Path) -> list[dict]:

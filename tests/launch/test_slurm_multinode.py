@@ -36,7 +36,7 @@ from repro.launch.job import rendezvous_port
 from repro.grid import load_table
 from repro.launch.submit import launch, wait
 from repro.train import checkpoint as ckpt
-from slurm_helpers import REPO, cluster_problem, wait_until
+from slurm_helpers import REPO, cluster_problem, last_step, wait_until, write_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("multinode_cluster")]
 QUIET = {"log": lambda *a: None}
@@ -71,11 +71,7 @@ def multinode_cluster() -> list[str]:
 
 def write_multi_cluster(folder: Path, name: str, **changes) -> Path:
     """slurm/ci-multi.yaml with ``changes`` (e.g. tasks_per_node=4), as a profile file."""
-    profile = yaml.safe_load((REPO / "slurm" / "ci-multi.yaml").read_text())
-    profile.update(changes)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(profile, sort_keys=False))
-    return path
+    return write_cluster(folder, name, base="ci-multi", **changes)
 
 
 def write_smoke_table(folder: Path, name: str, rows: list[str], *, copies: list[str] | None = None, **train) -> Path:
@@ -118,14 +114,6 @@ def final_state(run_dir: Path) -> dict:
 
 def losses(run_dir: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-def last_step(run_dir: Path) -> int:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return 0
-    return json.loads(lines[-1])["step"] if lines else 0
 
 
 def assert_states_close(a: dict, b: dict, *, rtol: float, atol: float, what: str) -> bool:
