@@ -45,6 +45,7 @@ OUT     ?= tables/out
 FIG_OUT ?= figures/out
 DATA_ROOT ?=
 ARGS    ?=
+PYTEST_ARGS ?=
 
 REPRO  = $(PY) -m repro
 LAUNCH = --profile $(PROFILE) --cluster $(CLUSTER) --runs $(RUNS) --out $(OUT) $(if $(DATA_ROOT),--data-root $(DATA_ROOT)) $(ARGS)
@@ -72,7 +73,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # make tableN: submit the unfinished runs of table N, wait (local), render tables/out/tableN.*
 $(addprefix table,$(filter-out 4,$(TABLES))): table%: $(STAMP)
