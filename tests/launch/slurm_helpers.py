@@ -52,17 +52,23 @@ def slurm_cluster() -> None:
     unmet(f"needs the local SLURM cluster: {problem}; start it with `{START}`")
 
 
-def write_table(folder: Path, name: str = "t90", *, row: str = "syncbn-mbn", copies: list[str] | None = None,
-                **train) -> Path:
-    """A small table file: Table 1's smoke profile with ``train`` overrides, one row of it.
+def write_table(folder: Path, name: str = "t90", *, row: str = "syncbn-mbn", rows: list[str] | None = None,
+                copies: list[str] | None = None, **train) -> Path:
+    """A small table file: Table 1's smoke profile with ``train`` overrides, one row of it
+    (``rows``: several, in the table's order).
 
-    ``copies``: row ids for copies of that row instead (the same config; the row id names
+    ``copies``: row ids for copies of that one row instead (the same config; the row id names
     the run directory, so runs to compare do not share one).
     """
+    rows = rows or [row]
     t01 = yaml.safe_load((REPO / "tables" / "t01_stl10_bn.yaml").read_text())
     t01["name"], t01["title"] = name, f"SLURM test table {name}"
-    (source,) = [r for r in t01["rows"] if r["id"] == row]
-    t01["rows"] = [{**source, "id": i, "label": f"{source['label']} ({i})"} for i in copies] if copies else [source]
+    chosen = [r for r in t01["rows"] if r["id"] in rows]
+    assert [r["id"] for r in chosen] == rows
+    if copies:
+        (source,) = chosen
+        chosen = [{**source, "id": i, "label": f"{source['label']} ({i})"} for i in copies]
+    t01["rows"] = chosen
     smoke = t01["profiles"]["smoke"]
     smoke["base"]["train"].update(train)
     t01["profiles"] = {"smoke": smoke}

@@ -26,7 +26,6 @@ from pathlib import Path
 import cloudpickle
 import pytest
 import torch
-import yaml
 from torch.testing import assert_close
 
 from needs import unmet
@@ -36,7 +35,7 @@ from repro.launch.job import rendezvous_port
 from repro.grid import load_table
 from repro.launch.submit import launch, wait
 from repro.train import checkpoint as ckpt
-from slurm_helpers import REPO, cluster_problem, last_step, wait_until, write_cluster
+from slurm_helpers import cluster_problem, last_step, wait_until, write_cluster, write_table
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("multinode_cluster")]
 QUIET = {"log": lambda *a: None}
@@ -75,23 +74,9 @@ def write_multi_cluster(folder: Path, name: str, **changes) -> Path:
 
 
 def write_smoke_table(folder: Path, name: str, rows: list[str], *, copies: list[str] | None = None, **train) -> Path:
-    """Table 1 with only its smoke profile, ``train`` overrides, the given rows (or, with
+    """Table 1 with only its smoke profile, ``train`` overrides and the given rows (or, with
     ``copies``, copies of the one row under those ids)."""
-    t01 = yaml.safe_load((REPO / "tables" / "t01_stl10_bn.yaml").read_text())
-    t01["name"], t01["title"] = name, f"multi-node test table {name}"
-    chosen = [r for r in t01["rows"] if r["id"] in rows]
-    assert [r["id"] for r in chosen] == rows
-    if copies:
-        (source,) = chosen
-        chosen = [{**source, "id": i, "label": f"{source['label']} ({i})"} for i in copies]
-    t01["rows"] = chosen
-    smoke = t01["profiles"]["smoke"]
-    smoke["base"]["train"].update(train)
-    t01["profiles"] = {"smoke": smoke}
-    t01["reference_row"] = None
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(t01, sort_keys=False))
-    return path
+    return write_table(folder, name, rows=rows, copies=copies, **train)
 
 
 STARTED = re.compile(r"submitit INFO \((.+?)\) - Starting with JobEnvironment\(job_id=(\S+), hostname=(\S+), "
