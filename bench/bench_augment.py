@@ -48,7 +48,7 @@ def make_step(mode: str, image_size: int, batch: int, *, model_step: bool = True
             state["it"] = _epoch_loader(dataset, sampler, cfg, cpu, state["epoch"], 0)
             state["epoch"] += 1
             batch_ = next(state["it"])
-        view1, view2 = _views(batch_, augment, state["epoch"], cpu, torch.contiguous_format)
+        view1, view2 = _views(batch_, augment, state["epoch"], cpu, torch.float32, torch.contiguous_format)
         if model_step:
             train_step(model, optimizer, view1, view2, lr=0.05, tau=0.99, alpha=0.5)
 

@@ -141,9 +141,11 @@ class TrainConfig:
     log_every: int = _pretrain_only(10, semantic=False)  # steps
     timing_warmup: int = _pretrain_only(10, semantic=False)  # steps left out of the seconds-per-iteration figure
     # Autocast of the forward passes: "bf16" or "fp16" (fp16 with a gradient scaler); Momentum
-    # BN keeps float32 statistics either way. It changes the numerics, so it enters the run id
-    # when not fp32.
-    precision: Literal["fp32", "bf16", "fp16"] = _pretrain_only("fp32", semantic="unless_default")
+    # BN keeps float32 statistics either way. "fp64": weights, views and statistics in float64,
+    # for exactness checks (two layouts of the same run agree to float64 round-off, which
+    # training does not amplify to float32's scale in a few steps); the probe reads a float32
+    # copy. It changes the numerics, so it enters the run id when not fp32.
+    precision: Literal["fp32", "bf16", "fp16", "fp64"] = _pretrain_only("fp32", semantic="unless_default")
     channels_last: bool = _pretrain_only(False, semantic=False)  # NHWC model and inputs (a speed option)
     compile: bool = _pretrain_only(False, semantic=False)  # torch.compile the student's forward (a speed option)
 

@@ -31,7 +31,7 @@ from ..models.backbones import model_from_config
 from . import checkpoint as ckpt
 from .loop import MetricsLog, TrainingDiverged
 from .monitor import LatestOutput
-from .step import AUTOCAST_DTYPES, LossWatch, schedule_for, train_step
+from .step import AUTOCAST_DTYPES, PARAM_DTYPES, LossWatch, schedule_for, train_step
 
 
 def setup_distributed(world_size: int) -> tuple[int, torch.device]:
@@ -131,7 +131,8 @@ def pretrain(
     last_step = schedules.last_step(schedule.total_steps, cfg.train.max_steps)
 
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model, optimizer, wrapped, step = _model_and_optimizer(cfg, run_dir, device, memory_format, rank)
+    dtype = PARAM_DTYPES[cfg.train.precision]  # float64 for exactness checks (train.precision fp64)
+    model, optimizer, wrapped, step = _model_and_optimizer(cfg, run_dir, device, dtype, memory_format, rank)
     autocast_dtype = AUTOCAST_DTYPES[cfg.train.precision]
     # fp16 needs loss scaling; bf16 has float32's range and does not.
     scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
@@ -150,7 +151,7 @@ def pretrain(
         epoch, batch_in_epoch = divmod(step, spe)
         if loader_iter is None or batch_in_epoch == 0:
             loader_iter = _epoch_loader(dataset, sampler, cfg, device, epoch, batch_in_epoch)
-        view1, view2 = _views(next(loader_iter), augment, epoch, device, memory_format)
+        view1, view2 = _views(next(loader_iter), augment, epoch, device, dtype, memory_format)
         lr, tau, alpha = schedule(step)
         loss = train_step(model, optimizer, view1, view2, lr=lr, tau=tau, alpha=alpha, forward=wrapped,
                           autocast_dtype=autocast_dtype, scaler=scaler)
@@ -189,7 +190,7 @@ def pretrain(
         summary.update(final_loss=last.get("loss", math.nan), sec_per_iter=last.get("sec_per_iter"))
     # FIDELITY: the authors dump and evaluate rank 0's teacher; with emulated devices, device 0's
     # (its BN statistics / Momentum BN history), which is rank 0 of the equivalent one-device run.
-    return summary, single_device(model, 0)
+    return summary, single_device(model, 0).float()  # fp64 runs: the probe reads float32
 
 
 def _last_logged(path: Path) -> dict:
@@ -207,7 +208,7 @@ def _last_logged(path: Path) -> dict:
     return last
 
 
-def _views(batch, augment, epoch: int, device, memory_format):
+def _views(batch, augment, epoch: int, device, dtype, memory_format):
     """The step's two views on the device: as the loader made them, or made here from the
     batch's images (``data.augmentation_mode: batched``, on the device)."""
     if augment is not None:
@@ -215,14 +216,14 @@ def _views(batch, augment, epoch: int, device, memory_format):
         view1, view2 = augment(images.to(device, non_blocking=True), indices.tolist(), epoch)
     else:
         view1, view2 = batch
-    return (v.to(device, non_blocking=True, memory_format=memory_format) for v in (view1, view2))
+    return (v.to(device, dtype, non_blocking=True, memory_format=memory_format) for v in (view1, view2))
 
 
-def _model_and_optimizer(cfg: RunConfig, run_dir: Path, device, memory_format, rank: int):
+def _model_and_optimizer(cfg: RunConfig, run_dir: Path, device, dtype, memory_format, rank: int):
     """The model (same seed on every rank: identical initial weights), its optimizer, both resumed
     from the run's last checkpoint, and the forward to call (DDP-wrapped when distributed)."""
     torch.manual_seed(cfg.train.seed)
-    model = model_from_config(cfg).to(device, memory_format=memory_format)
+    model = model_from_config(cfg).to(device, dtype, memory_format=memory_format)
     optimizer = build_optimizer(model, cfg)
     step = ckpt.resume(run_dir, model, optimizer, rank=rank, world_size=cfg.train.world_size)
     if cfg.train.compile:

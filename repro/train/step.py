@@ -53,7 +53,9 @@ def schedule_for(cfg: RunConfig, steps_per_epoch: int) -> Schedule:
     )
 
 
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": None}
+# The dtype of the weights, the views and the statistics (fp64: the whole step in float64).
+PARAM_DTYPES = {"fp32": torch.float32, "bf16": torch.float32, "fp16": torch.float32, "fp64": torch.float64}
 
 
 def train_step(model, optimizer: torch.optim.Optimizer, view1: torch.Tensor, view2: torch.Tensor, *,
