@@ -1,17 +1,22 @@
 """One config system: frozen dataclasses, one default per field, a strict YAML loader.
 
-A run is fully described by a :class:`RunConfig`. Table files (``tables/*.yaml``) and
-cluster profiles (``slurm/*.yaml``) are read with :func:`from_dict`, which fails on an
-unknown key or a wrong type with the key's dotted path and what was expected.
+Each task has its config, holding only the sections and fields that task reads:
+:class:`PretrainConfig` (``task: pretrain``, the default), :class:`FinetuneConfig` and
+:class:`DetectionConfig`; a run's config is one of them (:data:`RunConfig`). A field means one
+thing: ``train.bn_batch_size`` is pre-training's per-device batch, and fine-tuning's micro-batch
+is ``finetune.micro_batch_size``. Where a transfer task reads a field that pre-training also
+reads (the ResNet's arch, the crop), its section takes pre-training's default. Every config says
+how many processes the scheduler starts for its run (``processes``).
+
+Table files (``tables/*.yaml``) and cluster profiles (``slurm/*.yaml``) are read with
+:func:`load_config` and :func:`from_dict`, which fail on an unknown key or a wrong type with the
+key's dotted path and what was expected; a key that another task reads fails naming the run's task
+and what it reads.
 
 Fields marked ``semantic=False`` (where the data lives, how many loader workers, how
 often to log) do not change a run's result and do not enter its id. Fields added after run
 ids were published (:func:`_added`) enter the id only when set to something other than their
 default, which leaves behaviour unchanged: every earlier run keeps its id.
-
-Each section of a RunConfig names the tasks that read it (``_section``); a run's id covers the
-semantic fields of its task's sections (``TASK_SECTIONS``, derived from them), and a table that
-sets a key its task does not read fails (:func:`check_task_keys`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -33,6 +38,8 @@ from .core import norms, schedules  # torch-free: importing the config does not 
 # The teacher norms the core builds (core/model.py for BYOL-style runs, core/moco.py for MoCo),
 # in that order, each once: the config takes its list from there.
 TEACHER_NORMS = tuple(dict.fromkeys(norms.TEACHER_NORMS + norms.MOCO_TEACHER_NORMS))
+ARCHS = ("resnet18", "resnet50")
+DATASETS = ("digits", "mnist5k", "synthetic", "stl10", "imagenet")
 
 
 class ConfigError(ValueError):
@@ -50,9 +57,12 @@ def _added(default, **kw):
     return field(default=default, metadata={"semantic": "unless_default"}, **kw)
 
 
+# --------------------------------------------------------------------------- pre-training's sections
+
+
 @dataclass(frozen=True)
-class ModelConfig:
-    arch: Literal["resnet18", "resnet50"] = "resnet18"
+class ModelSection:
+    arch: Literal[ARCHS] = "resnet18"
     width: int = 64  # channels of the first stage; 64 is torchvision's
     small_stem: bool = False  # 3x3 stride-1 stem, no max-pool (CPU-scale profiles only)
     hidden_dim: int | None = None  # None: the paper's (512 for ResNet-18, 4096 for ResNet-50)
@@ -64,8 +74,8 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    dataset: Literal["digits", "mnist5k", "synthetic", "stl10", "imagenet"] = "digits"
+class DataSection:
+    dataset: Literal[DATASETS] = "digits"
     root: str | None = _plain(None)  # folder of stl10 / imagenet; unused for built-in data
     image_size: int = 16
     crop_scale: tuple[float, float] = (0.08, 1.0)
@@ -80,7 +90,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimSection:
     optimizer: Literal["sgd", "lars"] = "sgd"
     lr_per_256: float = 0.1  # linear scaling: lr = lr_per_256 * global_batch_size / 256
     weight_decay: float = 1e-4
@@ -101,7 +111,7 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class MethodConfig:
+class MethodSection:
     framework: Literal["byol", "moco"] = "byol"
     m_base: float = 0.01  # tau_k = 1 - m_base * (cos(pi k / K) + 1) / 2 (moco: constant 1 - m_base)
     # Section 4.2's equivalence rule: m_base is given for this global batch and scaled with
@@ -113,41 +123,31 @@ class MethodConfig:
     temperature: float = 0.2  # moco: InfoNCE temperature (MoCo v2)
 
 
-def _pretrain_only(default, semantic: bool | str = True):
-    """A field of ``train`` that only pre-training reads: fine-tuning and detection refuse it, and
-    it enters no id of theirs."""
-    return field(default=default, metadata={"semantic": semantic, "ignored_by": ("finetune", "detection")})
-
-
 @dataclass(frozen=True)
-class TrainConfig:
-    epochs: float = _pretrain_only(400.0)  # fine-tuning: finetune.epochs; detection: the schedule
-    # Pre-training: samples per process = the batch a (non-synced) BN sees. Fine-tuning: the
-    # micro-batch (what one forward pass and its BN see).
-    bn_batch_size: int = field(default=32, metadata={"ignored_by": ("detection",)})
-    # Pre-training processes: global batch = bn_batch_size * devices * world_size. Fine-tuning runs
-    # one process; detection's GPUs are detection.gpus.
-    world_size: int = _pretrain_only(1)
+class TrainSection:
+    epochs: float = 400.0
+    bn_batch_size: int = 32  # samples per device = the batch a (non-synced) BN sees
+    # Processes: global batch = bn_batch_size * devices * world_size.
+    world_size: int = 1
     # Emulated devices per process (repro/core/devices.py): each has its own bn_batch_size images,
     # and its own BN statistics and Momentum BN history, as one GPU of the paper's runs; Synced BN
     # spans all devices of all processes. 64 devices in 1 process reproduce Table 1's 64 GPUs' BN
     # statistics exactly (not their wall-clock time).
-    devices: int = field(default=1, metadata={"semantic": "unless_default", "ignored_by": ("finetune", "detection")})
-    max_steps: int | None = _pretrain_only(None)  # stop early (smoke profiles); the schedules still span all epochs
+    devices: int = _added(1)
+    max_steps: int | None = None  # stop early (smoke profiles); the schedules still span all epochs
     seed: int = 0
     threads: int | None = _plain(None)  # torch threads per process; None: SLURM_CPUS_PER_TASK or 1
-    # steps (pre-training, detection); fine-tuning checkpoints every epoch
-    checkpoint_every: int = field(default=500, metadata={"semantic": False, "ignored_by": ("finetune",)})
-    log_every: int = _pretrain_only(10, semantic=False)  # steps
-    timing_warmup: int = _pretrain_only(10, semantic=False)  # steps left out of the seconds-per-iteration figure
+    checkpoint_every: int = _plain(500)  # steps
+    log_every: int = _plain(10)  # steps
+    timing_warmup: int = _plain(10)  # steps left out of the seconds-per-iteration figure
     # Autocast of the forward passes: "bf16" or "fp16" (fp16 with a gradient scaler); Momentum
     # BN keeps float32 statistics either way. "fp64": weights, views and statistics in float64,
     # for exactness checks (two layouts of the same run agree to float64 round-off, which
     # training does not amplify to float32's scale in a few steps); the probe reads a float32
     # copy. It changes the numerics, so it enters the run id when not fp32.
-    precision: Literal["fp32", "bf16", "fp16", "fp64"] = _pretrain_only("fp32", semantic="unless_default")
-    channels_last: bool = _pretrain_only(False, semantic=False)  # NHWC model and inputs (a speed option)
-    compile: bool = _pretrain_only(False, semantic=False)  # torch.compile the student's forward (a speed option)
+    precision: Literal["fp32", "bf16", "fp16", "fp64"] = _added("fp32")
+    channels_last: bool = _plain(False)  # NHWC model and inputs (a speed option)
+    compile: bool = _plain(False)  # torch.compile the student's forward (a speed option)
 
     @property
     def process_batch_size(self) -> int:
@@ -160,7 +160,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeSection:
     linear_epochs: int = 80
     linear_lr_per_256: float = 0.5  # STL10 (SPEC §4); ImageNet uses 0.2
     linear_batch_size: int = 256
@@ -183,9 +183,22 @@ class ProbeConfig:
     cv_l2: float = _added(1.0)  # inverse regularisation strength C of the logistic regression
 
 
+# --------------------------------------------------------------------------- transfer's sections
+
+
 @dataclass(frozen=True)
-class PretrainedConfig:
-    """Which pre-trained backbone a transfer run starts from (tasks finetune / detection).
+class BackboneSection:
+    """``model`` of a transfer run: the fields of :class:`ModelSection` that fix the ResNet the
+    pre-trained weights load into (the heads and norms of pre-training are left behind)."""
+
+    arch: Literal[ARCHS] = ModelSection.arch
+    width: int = ModelSection.width
+    small_stem: bool = ModelSection.small_stem
+
+
+@dataclass(frozen=True)
+class PretrainedSection:
+    """Which pre-trained backbone a transfer run starts from.
 
     Either a pre-training run of this suite (table, profile, row, seed: its final
     checkpoint, resolved when the job starts) or an explicit checkpoint ``path``.
@@ -200,12 +213,34 @@ class PretrainedConfig:
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneDataSection:
+    """``data`` of a fine-tuning run: the labelled images, with :class:`DataSection`'s fields but the
+    two-view augmentation (fine-tuning crops and flips one view, repro/train/finetune.py)."""
+
+    dataset: Literal[DATASETS] = DataSection.dataset
+    root: str | None = _plain(DataSection.root)
+    image_size: int = DataSection.image_size
+    crop_scale: tuple[float, float] = DataSection.crop_scale
+    hflip: bool = DataSection.hflip
+    workers: int = _plain(DataSection.workers)
+
+
+@dataclass(frozen=True)
+class FinetuneTrainSection:
+    seed: int = TrainSection.seed  # the head's initialisation, the order of the epochs, the crops
+    threads: int | None = _plain(TrainSection.threads)  # the launcher's share of the cores (local runs)
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
     """Semi-supervised fine-tuning of the whole network (Table 12, SPEC §4)."""
 
     percent: int = 1  # ImageNet: the SimCLR 1% / 10% split; built-in data: a deterministic split of it
     epochs: int = 20  # 20 for 1%, 15 for 10%
-    batch_size: int = 1024
+    batch_size: int = 1024  # images per optimizer step
+    # Images per forward pass, what each BN sees: a step accumulates batch_size / micro_batch_size
+    # of them in one process (the paper's 8 GPUs x 128: 128).
+    micro_batch_size: int = 32
     lr: float = 0.08
     sgd_momentum: float = 0.9
     weight_decay: float = 0.0
@@ -213,7 +248,22 @@ class FinetuneConfig:
 
 
 @dataclass(frozen=True)
-class DetectionConfig:
+class DetectionDataSection:
+    """``data`` of a detection run: where Detectron2's datasets are, not which (``detection.dataset``)."""
+
+    root: str | None = _plain(DataSection.root)  # holds coco/, lvis/; None: $DETECTRON2_DATASETS or datasets/
+    workers: int = _plain(DataSection.workers)  # Detectron2's loader workers
+
+
+@dataclass(frozen=True)
+class DetectionTrainSection:
+    seed: int = TrainSection.seed  # Detectron2's SEED
+    threads: int | None = _plain(TrainSection.threads)  # the launcher's share of the cores (local runs)
+    checkpoint_every: int = _plain(TrainSection.checkpoint_every)  # iterations
+
+
+@dataclass(frozen=True)
+class DetectionSection:
     """Detectron2 fine-tuning (Tables 9-11, SPEC §4)."""
 
     detector: Literal["mask_rcnn", "cascade_mask_rcnn", "retinanet", "fcos"] = "mask_rcnn"
@@ -226,29 +276,25 @@ class DetectionConfig:
     gpus: int = 1  # processes Detectron2's launcher spawns inside the run's one task
 
 
-TASKS = ("pretrain", "finetune", "detection")
-
-
-def _section(cls, *tasks: str, plain_for: tuple[str, ...] = ()):
-    """A section of :class:`RunConfig` and the tasks that read it. A run's id covers the semantic
-    fields of the sections its task reads; ``plain_for``: tasks that read only the section's
-    non-semantic fields (where the data lives, how many workers), which enter no id."""
-    return field(default_factory=cls, metadata={"tasks": tasks, "plain_for": plain_for})
+# --------------------------------------------------------------------------- one config per task
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    task: Literal[TASKS] = "pretrain"
-    model: ModelConfig = _section(ModelConfig, "pretrain", "finetune", "detection")
-    # Detection reads data.root (COCO / LVIS) and data.workers (Detectron2's loader) only.
-    data: DataConfig = _section(DataConfig, "pretrain", "finetune", plain_for=("detection",))
-    optim: OptimConfig = _section(OptimConfig, "pretrain")
-    method: MethodConfig = _section(MethodConfig, "pretrain")
-    train: TrainConfig = _section(TrainConfig, "pretrain", "finetune", "detection")
-    probe: ProbeConfig = _section(ProbeConfig, "pretrain")
-    pretrained: PretrainedConfig = _section(PretrainedConfig, "finetune", "detection")
-    finetune: FinetuneConfig = _section(FinetuneConfig, "finetune")
-    detection: DetectionConfig = _section(DetectionConfig, "detection")
+class PretrainConfig:
+    """A pre-training run and its probes (Tables 1-8)."""
+
+    task: Literal["pretrain"] = "pretrain"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    method: MethodSection = field(default_factory=MethodSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    probe: ProbeSection = field(default_factory=ProbeSection)
+
+    @property
+    def processes(self) -> int:
+        """Processes the scheduler starts for the run: one per rank."""
+        return self.train.world_size
 
     def _equivalent(self) -> tuple[float, float]:
         return schedules.equivalent_hparams(self.optim.lr_per_256, self.method.m_base,
@@ -263,6 +309,39 @@ class RunConfig:
     def m_base(self) -> float:
         """m_base after Section 4.2's equivalence rule (FIDELITY: the paper's, not the code's)."""
         return self._equivalent()[1]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A fine-tuning run (Table 12): a pre-trained backbone and a linear head, trained on labels."""
+
+    task: Literal["finetune"] = "finetune"
+    model: BackboneSection = field(default_factory=BackboneSection)
+    data: FinetuneDataSection = field(default_factory=FinetuneDataSection)
+    train: FinetuneTrainSection = field(default_factory=FinetuneTrainSection)
+    pretrained: PretrainedSection = field(default_factory=PretrainedSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+
+    processes: ClassVar[int] = 1  # micro-batches stand for the paper's 8 GPUs (finetune.micro_batch_size)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """A detection run (Tables 9-11): a pre-trained backbone fine-tuned by Detectron2."""
+
+    task: Literal["detection"] = "detection"
+    model: BackboneSection = field(default_factory=BackboneSection)
+    data: DetectionDataSection = field(default_factory=DetectionDataSection)
+    train: DetectionTrainSection = field(default_factory=DetectionTrainSection)
+    pretrained: PretrainedSection = field(default_factory=PretrainedSection)
+    detection: DetectionSection = field(default_factory=DetectionSection)
+
+    processes: ClassVar[int] = 1  # Detectron2's launcher spawns detection.gpus processes inside it
+
+
+RunConfig = PretrainConfig | FinetuneConfig | DetectionConfig
+TASK_CONFIGS = {"pretrain": PretrainConfig, "finetune": FinetuneConfig, "detection": DetectionConfig}
+TASKS = tuple(TASK_CONFIGS)
 
 
 # --------------------------------------------------------------------------- loading
@@ -372,6 +451,99 @@ def undot(flat: dict) -> dict:
     return nested
 
 
+def _fields(cls) -> dict[str, Any]:
+    """The fields of dataclass ``cls`` by name, with their resolved types."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _first_key(value: Any, path: str) -> str:
+    """``path``, or the dotted path of the first value set under it (``optim`` -> ``optim.lr_per_256``)."""
+    while isinstance(value, dict) and value:
+        key, value = next(iter(value.items()))
+        path = f"{path}.{key}"
+    return path
+
+
+def _unread_key(cls, data: dict, path: str = "") -> str | None:
+    """The dotted path of the first key of ``data`` that dataclass ``cls`` has no field for."""
+    fields = _fields(cls)
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            return _first_key(value, where)
+        if dataclasses.is_dataclass(fields[key]) and isinstance(value, dict):
+            inner = _unread_key(fields[key], value, where)
+            if inner is not None:
+                return inner
+    return None
+
+
+def _has_key(cls, dotted: str) -> bool:
+    """Whether dataclass ``cls`` has the field ``dotted`` (``train.world_size``)."""
+    for part in dotted.split("."):
+        fields = _fields(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in fields:
+            return False
+        cls = fields[part]
+    return True
+
+
+def _reads(cls, key: str) -> str:
+    """What a task's config ``cls`` reads, for an error about ``key``: its sections, the one of
+    ``key`` field by field."""
+    section = key.split(".")[0]
+    reads = []
+    for name, tp in _fields(cls).items():
+        if name == section and dataclasses.is_dataclass(tp):
+            reads += [f"{name}.{sub}" for sub in _fields(tp)]
+        elif name != "task":
+            reads.append(name)
+    return ", ".join(reads)
+
+
+# Keys a task used to read under another task's name (before each task had its config).
+MOVED = {("finetune", "train.bn_batch_size"): "finetune.micro_batch_size"}
+
+
+def load_config(data: dict) -> RunConfig:
+    """The config of a run from nested mappings (a table's settings, a saved config): the config of
+    its ``task`` (default ``pretrain``). A key that the task's config has no field for fails (a
+    ConfigError naming the key): one that another task reads names the task and what it reads."""
+    task = data.get("task", "pretrain")
+    if not isinstance(task, str) or task not in TASK_CONFIGS:
+        raise ConfigError(f"task: expected one of {', '.join(repr(t) for t in TASKS)}, got {task!r}")
+    cls = TASK_CONFIGS[task]
+    unread = _unread_key(cls, data)
+    readers = [t for t, other in TASK_CONFIGS.items() if unread is not None and _has_key(other, unread)]
+    if readers:
+        moved = MOVED.get((task, unread))
+        raise ConfigError(f"{unread}: task {task!r} does not read this key (read by {', '.join(readers)}); "
+                          + (f"its own is {moved}; " if moved else "") + f"it reads {_reads(cls, unread)}")
+    return from_dict(cls, data)
+
+
+def _only_fields(cls, data: dict) -> dict:
+    out = {}
+    fields = _fields(cls)
+    for key, value in data.items():
+        if key not in fields:
+            continue
+        if dataclasses.is_dataclass(fields[key]) and isinstance(value, dict):
+            value = _only_fields(fields[key], value)
+            if not value:
+                continue
+        out[key] = value
+    return out
+
+
+def task_view(data: dict, task: str) -> dict:
+    """``data`` (nested mappings) without the keys that ``task``'s config has no field for: what a
+    transfer profile takes from a shared pre-training profile it extends, and what a config.yaml
+    saved before each task had its own config (it held every task's sections) says of its run."""
+    return _only_fields(TASK_CONFIGS[task], data) if task in TASK_CONFIGS else data
+
+
 def semantic_dict(cfg) -> dict:
     """The fields that decide a run's result (nested), for its id."""
     out = {}
@@ -386,71 +558,11 @@ def semantic_dict(cfg) -> dict:
     return out
 
 
-_SECTIONS = [f for f in dataclasses.fields(RunConfig) if "tasks" in f.metadata]
-# The sections each task reads, from RunConfig's fields: the others do not enter its id.
-TASK_SECTIONS = {task: ("task", *(f.name for f in _SECTIONS if task in f.metadata["tasks"])) for task in TASKS}
-
-
-def _read_keys(section: dataclasses.Field, task: str) -> set[str] | None:
-    """The keys of ``section`` that ``task`` reads: None for all of them."""
-    fields = dataclasses.fields(typing.get_type_hints(RunConfig)[section.name])
-    if task in section.metadata["tasks"]:
-        ignored = {g.name for g in fields if task in g.metadata.get("ignored_by", ())}
-        return {g.name for g in fields} - ignored if ignored else None
-    if task not in section.metadata["plain_for"]:
-        return set()
-    return {g.name for g in fields if not g.metadata.get("semantic", True)}
-
-
-def check_task_keys(nested: dict) -> None:
-    """Refuse a key that the run's task does not read (ConfigError naming the key and the task).
-
-    ``nested``: the config as a table sets it (nested mappings, before defaults)."""
-    task = nested.get("task", "pretrain")
-    if task not in TASKS:
-        return  # from_dict names the bad task
-    for f in _SECTIONS:
-        keys, read = nested.get(f.name), _read_keys(f, task)
-        if read is None or not isinstance(keys, dict):
-            continue
-        ignored = [k for k in keys if k not in read]
-        if ignored:
-            whole = [s for s in TASK_SECTIONS[task][1:] if s != f.name]
-            reads = [*whole, *sorted(f"{f.name}.{k}" for k in read)]
-            raise ConfigError(f"{f.name}.{ignored[0]}: task {task!r} does not read this key; "
-                              f"it reads {', '.join(reads)}")
-
-
-def task_view(nested: dict, task: str) -> dict:
-    """``nested`` without the keys ``task`` does not read: what a transfer profile takes from a
-    shared pre-training profile it extends (its own keys are checked by :func:`check_task_keys`)."""
-    out = {}
-    for key, value in nested.items():
-        section = next((f for f in _SECTIONS if f.name == key), None)
-        read = _read_keys(section, task) if section is not None and isinstance(value, dict) else None
-        if read is None:
-            out[key] = value
-        elif read:
-            kept = {k: v for k, v in value.items() if k in read}
-            if kept:
-                out[key] = kept
-    return out
-
-
-def run_semantics(cfg: RunConfig) -> dict:
-    """The semantic fields ``cfg.task`` reads (what a run id covers): its sections, less the
-    fields a section marks as ignored by the task."""
-    full = semantic_dict(cfg)
-    out = {k: v for k, v in full.items() if k in TASK_SECTIONS[cfg.task]}
-    for f in _SECTIONS:
-        read = _read_keys(f, cfg.task) if f.name in out else None
-        if read is not None:
-            out[f.name] = {k: v for k, v in out[f.name].items() if k in read}
-    return out
-
-
 def config_hash(cfg: RunConfig) -> str:
-    blob = json.dumps(run_semantics(cfg), sort_keys=True, separators=(",", ":"), default=list)
+    """The hash in a run's id: of its config's semantic fields. A pre-training's are the ones its id
+    hashed when one config held every task's sections, so no pre-training id changed; fine-tuning
+    and detection ids did (they hash their own sections now)."""
+    blob = json.dumps(semantic_dict(cfg), sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (ConfigError, RunConfig, check_task_keys, config_hash, from_dict, load_yaml, merge, task_view,
-                     to_dict, undot)
+from .config import (ConfigError, RunConfig, config_hash, from_dict, load_config, load_yaml, merge, task_view, to_dict,
+                     undot)
 from .paths import data_dir
 
 TABLES_DIR = data_dir("tables")
@@ -39,7 +39,7 @@ class Row:
 @dataclass(frozen=True)
 class Profile:
     description: str = ""
-    base: dict[str, Any] = field(default_factory=dict)  # nested RunConfig overrides
+    base: dict[str, Any] = field(default_factory=dict)  # nested overrides of the task's config (repro/config.py)
     extends: str | None = None  # a shared profile of tables/profiles.yaml, merged under `base`
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # row id -> dotted overrides here
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -122,7 +122,7 @@ def _resolve(profile: Profile, shared: dict[str, Profile], where: str) -> Profil
         raise ConfigError(f"{where}.extends: no shared profile {profile.extends!r} in tables/profiles.yaml "
                           f"(known: {', '.join(shared)})")
     parent = _resolve(shared[profile.extends], shared, f"profiles.yaml:{profile.extends}")
-    # A transfer profile takes from a (pre-training) shared profile only what its task reads.
+    # A transfer profile takes from a (pre-training) shared profile only the keys its task's config has.
     task = profile.base.get("task", parent.base.get("task", "pretrain"))
     inherited = task_view(parent.base, task) if isinstance(task, str) else parent.base
     return Profile(description=profile.description or parent.description, base=merge(inherited, profile.base),
@@ -203,8 +203,7 @@ def expand(table: Table, profile: str) -> list[Run]:
             nested = merge(merge(prof.base, undot(row.set)), undot(prof.rows.get(row.id, {})))
             nested = merge(nested, {"train": {"seed": seed}})
             try:
-                check_task_keys(nested)
-                cfg = from_dict(RunConfig, nested)
+                cfg = load_config(nested)
             except ConfigError as e:
                 raise ConfigError(f"profile {profile}, row {row.id}: {e}") from None
             runs.append(Run(table.name, profile, row.id, seed, cfg))
@@ -213,6 +212,5 @@ def expand(table: Table, profile: str) -> list[Run]:
 
 def with_overrides(run: Run, overrides: dict) -> Run:
     """A copy of ``run`` with nested overrides (e.g. the user's data root) applied."""
-    check_task_keys({**overrides, "task": overrides.get("task", run.config.task)})
-    cfg = from_dict(RunConfig, merge(to_dict(run.config), overrides))
+    cfg = load_config(merge(to_dict(run.config), overrides))
     return Run(run.table, run.profile, run.row, run.seed, cfg)

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from .atomic import atomic_write, atomic_write_text
-from .config import ConfigError, RunConfig, from_dict, run_semantics, to_dict
+from .config import ConfigError, load_config, semantic_dict, task_view, to_dict
 from .grid import Run
 from .paths import REPO  # a checkout, or a code snapshot (runs/.code/<hash>/)
 
@@ -191,8 +191,10 @@ class RunDir:
     def prepare(self, run: Run) -> RunDir:
         """Create the directory with the run's resolved config, or check it matches the saved one."""
         if self.config.is_file():
-            old = yaml.safe_load(self.config.read_text()) or {}
-            if run_semantics(from_dict(RunConfig, old.get("config", {}))) != run_semantics(run.config):
+            saved = (yaml.safe_load(self.config.read_text()) or {}).get("config", {})
+            # A config.yaml written before each task had its own config holds every task's sections.
+            saved = load_config(task_view(saved, saved.get("task", "pretrain")))
+            if semantic_dict(saved) != semantic_dict(run.config):
                 raise ConfigError(f"{self.config}: holds a different config than run {run.run_id}; remove the directory")
             return self
         self.path.mkdir(parents=True, exist_ok=True)

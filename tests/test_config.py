@@ -4,12 +4,14 @@ import dataclasses
 
 import pytest
 
-from repro.config import (TASK_SECTIONS, TEACHER_NORMS, ConfigError, RunConfig, config_hash, from_dict, load_yaml,
-                          run_semantics, to_dict)
+import typing
+
+from repro.config import (TEACHER_NORMS, ConfigError, DetectionConfig, FinetuneConfig, PretrainConfig, config_hash,
+                          load_config, load_yaml, semantic_dict, to_dict)
 
 
 def load(d):
-    return from_dict(RunConfig, d)
+    return load_config(d)
 
 
 @pytest.mark.parametrize(
@@ -52,10 +54,10 @@ def test_fields_added_later_enter_the_hash_only_off_their_default():
     # optim.lars_rule came after run ids were published: at its default ("e17a948", the
     # behaviour before it existed) it is absent from the hashed dict, so old ids stay valid.
     a = load({"optim": {"optimizer": "lars"}})
-    assert "lars_rule" not in run_semantics(a)["optim"]
+    assert "lars_rule" not in semantic_dict(a)["optim"]
     assert config_hash(load({"optim": {"optimizer": "lars", "lars_rule": "e17a948"}})) == config_hash(a)
     head = load({"optim": {"optimizer": "lars", "lars_rule": "head"}})
-    assert run_semantics(head)["optim"]["lars_rule"] == "head"
+    assert semantic_dict(head)["optim"]["lars_rule"] == "head"
     assert config_hash(head) != config_hash(a)
 
 
@@ -75,23 +77,98 @@ def test_yaml_is_parsed_safely(tmp_path):
         load_yaml(evil)
 
 
-def test_a_run_id_covers_only_the_sections_its_task_reads():
-    base = load({})
-    assert config_hash(load({"detection": {"schedule": "2x"}})) == config_hash(base)
-    assert config_hash(load({"finetune": {"epochs": 3}})) == config_hash(base)
+def _keys(cls) -> dict:
+    """{section: its fields} of a task's config."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: [g.name for g in dataclasses.fields(hints[f.name])] if dataclasses.is_dataclass(hints[f.name])
+            else None for f in dataclasses.fields(cls)}
+
+
+def test_each_task_config_holds_exactly_what_its_task_reads():
+    assert set(_keys(PretrainConfig)) == {"task", "model", "data", "optim", "method", "train", "probe"}
+    ft = _keys(FinetuneConfig)
+    assert set(ft) == {"task", "model", "data", "train", "pretrained", "finetune"}  # no optim, method or probe
+    assert ft["model"] == ["arch", "width", "small_stem"]  # the ResNet: no heads, no norms
+    assert ft["data"] == ["dataset", "root", "image_size", "crop_scale", "hflip", "workers"]  # no two-view augmentation
+    assert ft["train"] == ["seed", "threads"]
+    det = _keys(DetectionConfig)
+    assert set(det) == {"task", "model", "data", "train", "pretrained", "detection"}
+    assert det["model"] == ft["model"] and det["data"] == ["root", "workers"]  # the dataset: detection.dataset
+    assert det["train"] == ["seed", "threads", "checkpoint_every"]
+    assert {type(load({"task": t})) for t in ("pretrain", "finetune", "detection")} == {
+        PretrainConfig, FinetuneConfig, DetectionConfig}
+    assert type(load({})) is PretrainConfig
+
+
+@pytest.mark.parametrize("cls", [FinetuneConfig, DetectionConfig])
+def test_a_field_a_transfer_task_shares_with_pretraining_means_the_same(cls):
+    # Same type, default and place in the run id as pre-training's field of that name.
+    pre, hints = typing.get_type_hints(PretrainConfig), typing.get_type_hints(cls)
+    shared = 0
+    for section in set(_keys(cls)) & set(_keys(PretrainConfig)) - {"task"}:
+        theirs = {f.name: f for f in dataclasses.fields(pre[section])}
+        types = typing.get_type_hints(pre[section])
+        for f in dataclasses.fields(hints[section]):
+            if f.name in theirs:
+                shared += 1
+                assert typing.get_type_hints(hints[section])[f.name] == types[f.name], f"{section}.{f.name}"
+                assert (f.default, dict(f.metadata)) == (theirs[f.name].default, dict(theirs[f.name].metadata))
+    assert shared >= 6
+
+
+def test_fine_tuning_has_its_micro_batch_and_no_bn_batch_size():
+    ft = load({"task": "finetune", "finetune": {"micro_batch_size": 8}})
+    assert ft.finetune.micro_batch_size == 8 and not hasattr(ft.train, "bn_batch_size")
+    with pytest.raises(ConfigError, match=r"train.bn_batch_size: task 'finetune' does not read this key "
+                                          r"\(read by pretrain\); its own is finetune.micro_batch_size; "
+                                          r"it reads .*train.seed, train.threads"):
+        load({"task": "finetune", "train": {"bn_batch_size": 8}})
+
+
+@pytest.mark.parametrize("task, key, readers", [
+    ("finetune", "train.world_size", "pretrain"), ("finetune", "optim.lr_per_256", "pretrain"),
+    ("finetune", "probe.knn_k", "pretrain"), ("finetune", "model.teacher_norm", "pretrain"),
+    ("finetune", "train.checkpoint_every", "pretrain, detection"), ("detection", "data.dataset", "pretrain, finetune"),
+    ("detection", "finetune.epochs", "finetune"), ("pretrain", "detection.schedule", "detection"),
+    ("pretrain", "pretrained.row", "finetune, detection"),
+])
+def test_a_key_another_task_reads_names_the_key_the_task_and_who_reads_it(task, key, readers):
+    from repro.config import undot
+
+    value = {"model.teacher_norm": "bn", "data.dataset": "stl10", "detection.schedule": "2x",
+             "pretrained.row": "r"}.get(key, 3)
+    with pytest.raises(ConfigError) as e:
+        load(undot({"task": task, key: value}))
+    assert str(e.value).startswith(f"{key}: task '{task}' does not read this key (read by {readers}); it reads ")
+
+
+def test_the_error_lists_what_the_task_reads():
+    with pytest.raises(ConfigError) as e:
+        load({"task": "finetune", "train": {"world_size": 2}})
+    assert str(e.value) == ("train.world_size: task 'finetune' does not read this key (read by pretrain); "
+                            "it reads model, data, train.seed, train.threads, pretrained, finetune")
+    with pytest.raises(ConfigError, match="^finetune.epochz: unknown key; valid keys here are percent, "):
+        load({"task": "finetune", "finetune": {"epochz": 2}})  # a key no task reads: a typo
+    with pytest.raises(ConfigError, match="^task: expected one of 'pretrain', 'finetune', 'detection', got 'train'"):
+        load({"task": "train"})
+
+
+def test_a_run_id_covers_the_semantic_fields_of_its_tasks_config():
     ft = load({"task": "finetune"})
     assert config_hash(load({"task": "finetune", "finetune": {"epochs": 3}})) != config_hash(ft)
-    assert config_hash(load({"task": "finetune", "probe": {"knn_k": 5}})) == config_hash(ft)
+    assert config_hash(load({"task": "finetune", "finetune": {"micro_batch_size": 8}})) != config_hash(ft)
+    assert config_hash(load({"task": "finetune", "data": {"workers": 4, "root": "/d"}})) == config_hash(ft)
+    det = load({"task": "detection"})
+    assert config_hash(load({"task": "detection", "detection": {"gpus": 8}})) != config_hash(det)
+    assert config_hash(load({"task": "detection", "train": {"checkpoint_every": 9}})) == config_hash(det)
+    assert len({config_hash(load({"task": t})) for t in ("pretrain", "finetune", "detection")}) == 3
 
 
-
-def test_task_sections_come_from_the_run_config_fields():
-    # The sections whose semantic fields each task's run ids have always covered.
-    assert {k: set(v) for k, v in TASK_SECTIONS.items()} == {
-        "pretrain": {"task", "model", "data", "optim", "method", "train", "probe"},
-        "finetune": {"task", "model", "data", "train", "pretrained", "finetune"},
-        "detection": {"task", "model", "train", "pretrained", "detection"},
-    }
+def test_pretraining_hashes_what_the_one_config_of_every_task_hashed():
+    # Before each task had its own config, a pre-training's id hashed exactly these keys: the
+    # pre-training sections of one config that held every task's sections.
+    assert set(semantic_dict(load({}))) == {"task", "model", "data", "optim", "method", "train", "probe"}
+    assert config_hash(load({})) == config_hash(load({"train": {"seed": 0}})) == "89e8643930"
 
 
 def test_teacher_norms_are_the_cores():
@@ -104,7 +181,7 @@ def test_teacher_norms_are_the_cores():
 
 def test_the_config_the_grid_and_a_job_load_without_torch():
     """A queued local run waits for its slot in a process that has unpickled its job (a Run and
-    its RunConfig): without torch it holds tens of MB instead of half a GB, so a campaign of 54
+    its config): without torch it holds tens of MB instead of half a GB, so a campaign of 54
     queued runs fits in memory (measured: 54 waiting processes would have held about 30 GB)."""
     import subprocess
     import sys

@@ -90,8 +90,15 @@ def test_a_good_table_file_loads(tmp_path):
         (("{train: {epochs: 1}}", "{task: finetune, probe: {knn_k: 5}}"),
          "profile smoke, row a: probe.knn_k: task 'finetune' does not read this key"),
         (("{train: {epochs: 1}}", "{task: detection, data: {dataset: stl10}}"),
-         "data.dataset: task 'detection' does not read this key; it reads model, train, pretrained, detection, "
-         "data.root, data.workers"),
+         "data.dataset: task 'detection' does not read this key (read by pretrain, finetune); it reads model, "
+         "data.root, data.workers, train, pretrained, detection"),
+        (("{train: {epochs: 1}}", "{task: finetune, train: {world_size: 2}}"),
+         "profile smoke, row a: train.world_size: task 'finetune' does not read this key (read by pretrain); "
+         "it reads model, data, train.seed, train.threads, pretrained, finetune"),
+        (("{train: {epochs: 1}}", "{task: finetune, optim: {lr_per_256: 1.0}}"),
+         "profile smoke, row a: optim.lr_per_256: task 'finetune' does not read this key (read by pretrain)"),
+        (("{train: {epochs: 1}}", "{task: finetune, train: {bn_batch_size: 8}}"),
+         "profile smoke, row a: train.bn_batch_size: task 'finetune' does not read this key (read by pretrain)"),
     ],
 )
 def test_malformed_table_files_name_the_problem(tmp_path, edit, message):
@@ -144,10 +151,23 @@ def test_a_transfer_profile_takes_from_a_shared_profile_only_what_its_task_reads
     # cpu-smoke sets optim, method, probe and data.dataset: detection reads none of them.
     text = GOOD.replace("smoke: {description: x, base: {train: {epochs: 1}}}",
                         "smoke: {extends: cpu-smoke, base: {task: detection, data: {root: /d}}}")
+    text = text.replace("set: {model.teacher_norm: mbn}", "set: {}")
     (run,) = expand(load_table(_table(tmp_path, text)), "smoke")
     assert run.config.task == "detection" and run.config.data.root == "/d"
-    assert run.config.data.workers == 0  # cpu-smoke's, read by detection
-    assert run.config.probe == type(run.config.probe)()  # cpu-smoke's probe settings left behind
+    assert run.config.data.workers == 0 and run.config.train.checkpoint_every == 2  # cpu-smoke's, read by detection
+    assert run.config.model.width == 8 and not hasattr(run.config, "probe")  # cpu-smoke's probe settings left behind
+
+
+def test_fine_tuning_does_not_inherit_the_pretraining_batch_as_its_micro_batch(tmp_path):
+    # cpu-smoke's train.bn_batch_size (8) is pre-training's per-device batch: fine-tuning's
+    # micro-batch is its own field, at its default unless the profile sets it.
+    text = GOOD.replace("smoke: {description: x, base: {train: {epochs: 1}}}",
+                        "smoke: {extends: cpu-smoke, base: {task: finetune}}")
+    text = text.replace("set: {model.teacher_norm: mbn}", "set: {}")
+    (run,) = expand(load_table(_table(tmp_path, text)), "smoke")
+    assert run.config.finetune.micro_batch_size == type(run.config.finetune)().micro_batch_size == 32
+    assert (run.config.data.image_size, run.config.train.seed) == (16, 0) and not hasattr(run.config.train, "bn_batch_size")
+    assert {r.config.finetune.micro_batch_size for r in expand(load_table("t12"), "smoke")} == {8}
 
 
 def test_overrides_a_task_ignores_are_refused():
@@ -160,10 +180,9 @@ def test_overrides_a_task_ignores_are_refused():
 
 
 def test_fine_tuning_runs_one_process_and_refuses_a_world_size():
-    from repro.launch.tasks import tasks_per_job
-
     runs = expand(load_table("t12"), "local")  # extends cpu-local, which runs 2 processes
-    assert {r.config.train.world_size for r in runs} == {1} and {tasks_per_job(r.config) for r in runs} == {1}
+    assert {r.config.processes for r in runs} == {1} and not hasattr(runs[0].config.train, "world_size")
+    assert {r.config.processes for r in expand(load_table("t01"), "cpu")} == {2}
     with pytest.raises(ConfigError, match="train.world_size: task 'finetune' does not read this key"):
         from repro.grid import with_overrides
 
@@ -186,19 +205,17 @@ def test_a_transfer_run_refuses_what_only_pretraining_reads(table, key):
 
 
 def test_a_transfer_run_id_covers_only_the_fields_its_task_reads():
-    # Inherited pre-training settings (the cpu base profiles' epochs, max_steps, ...) leave a
-    # fine-tuning or detection id alone; the fields the task reads change it.
-    from repro.config import RunConfig, config_hash, from_dict
+    # Inherited pre-training settings (the cpu base profiles' epochs, max_steps, ...) never reach
+    # a fine-tuning or detection config; the fields the task reads change its id.
+    from repro.config import config_hash, load_config
+    from repro.grid import with_overrides
 
-    for task, ignored, read in (
-        ("finetune", {"epochs": 7.0, "max_steps": 3, "world_size": 4, "precision": "bf16"}, {"bn_batch_size": 8}),
-        ("detection", {"epochs": 7.0, "max_steps": 3, "bn_batch_size": 8, "world_size": 4}, {"seed": 1}),
-    ):
-        base = from_dict(RunConfig, {"task": task})
-        assert config_hash(from_dict(RunConfig, {"task": task, "train": ignored})) == config_hash(base)
-        assert config_hash(from_dict(RunConfig, {"task": task, "train": read})) != config_hash(base)
-    det = from_dict(RunConfig, {"task": "detection"})
-    assert config_hash(from_dict(RunConfig, {"task": "detection", "detection": {"gpus": 8}})) != config_hash(det)
+    for task, read in (("finetune", {"finetune": {"micro_batch_size": 8}}), ("detection", {"train": {"seed": 1}})):
+        base = load_config({"task": task})
+        assert config_hash(load_config({"task": task, **read})) != config_hash(base)
+    runs = {r.row: r for r in expand(load_table("t12"), "smoke")}
+    smaller = with_overrides(runs["ours-300-1pct"], {"finetune": {"micro_batch_size": 4}})
+    assert smaller.run_id != runs["ours-300-1pct"].run_id
 
 
 def test_a_row_limited_to_some_profiles_runs_only_there(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..grid import Run
 from ..paths import PACKAGE
 from ..rundir import RunDir, git_state
-from .tasks import TASKS, tasks_per_job
+from .tasks import TASKS
 
 _STARTED = time.time()  # this process's start: an error.txt older than it is a previous attempt's
 
@@ -197,14 +197,14 @@ class RunJob:
         rank = _job_rank()
         started = time.time()
         try:
-            rank, job_key = _distributed_env(tasks_per_job(run.config))
+            rank, job_key = _distributed_env(run.config.processes)
             slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir, self.ticket(run))
                     if self.slots else contextlib.nullcontext())
             with slot:
                 return self._run(run, run_dir, rank, started)
         except BaseException as e:
             if not isinstance(e, (KeyboardInterrupt, SystemExit)) and _first_error_of_attempt(run_dir, started):
-                where = f"rank {rank} of {tasks_per_job(run.config)}, on host {socket.gethostname()}"
+                where = f"rank {rank} of {run.config.processes}, on host {socket.gethostname()}"
                 run_dir.write_error(f"{type(e).__name__}: {e}\n\n({where})\n\n{traceback.format_exc()}")
             raise
 

@@ -143,13 +143,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _batch_that_fits(image_size: int, devices: int = 1) -> int:
+    """The largest power of two of images per device whose ``devices`` batches together fit in
+    LOOP_PIXELS (at least 2 images, so BN has a variance; a power of two keeps a MoCo queue a
+    multiple of the global batch)."""
+    fits = max(2, LOOP_PIXELS // (image_size**2 * devices))
+    return 1 << (fits.bit_length() - 1)
+
+
 def loop_batch(cfg) -> int:
     """The per-device batch of the loop check: the row's, or, when a process's devices together
-    exceed LOOP_PIXELS, the largest power of two that fits (at least 2 images, so BN has a
-    variance; a power of two keeps a MoCo queue a multiple of the global batch). Every emulated
-    device is kept: the loop runs the row's device split."""
-    fits = max(2, LOOP_PIXELS // (cfg.data.image_size**2 * cfg.train.devices))
-    return min(cfg.train.bn_batch_size, 1 << (fits.bit_length() - 1))
+    exceed LOOP_PIXELS, the largest that fits. Every emulated device is kept: the loop runs the
+    row's device split."""
+    return min(cfg.train.bn_batch_size, _batch_that_fits(cfg.data.image_size, cfg.train.devices))
 
 
 def loop_run(run: Run, root: str, *, steps: int = LOOP_STEPS) -> Run:
@@ -316,7 +322,7 @@ def _check_finetune(cfg, backbone: dict) -> dict:
     classes = num_classes(cfg.data.dataset)
     model = Classifier(encoder, classes).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=f.lr, momentum=f.sgd_momentum, weight_decay=f.weight_decay)
-    micro = min(cfg.train.bn_batch_size, f.batch_size, loop_batch(cfg))
+    micro = min(f.micro_batch_size, f.batch_size, _batch_that_fits(size))
     x, y = torch.randn(micro, 3, size, size), torch.randint(classes, (micro,))
     start = time.perf_counter()
     loss = torch.nn.functional.cross_entropy(model(x), y)

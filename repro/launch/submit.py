@@ -23,7 +23,6 @@ from .job import RunJob
 from .progress import LiveView, read_progress
 from .slurm import SLURM_ACTIVE, slurm_state, slurm_states
 from .snapshot import snapshot_code
-from .tasks import tasks_per_job
 
 
 @dataclass
@@ -59,7 +58,7 @@ def plan(table: Table, profile: str, *, data_root: str | None = None) -> list[Ru
 def job_arrays(runs: list[Run]) -> list[tuple[int, list[Run]]]:
     """The runs as job arrays: one per world size (processes per job), smallest first, each in
     the runs' order."""
-    sizes = [tasks_per_job(r.config) for r in runs]
+    sizes = [r.config.processes for r in runs]
     return [(n, [r for r, k in zip(runs, sizes) if k == n]) for n in sorted(set(sizes))]
 
 
@@ -82,7 +81,8 @@ def launch(table: Table, profile: str, cluster_name: str, runs_root: str | Path,
     cluster = load_cluster(cluster_name)
     runs_root = Path(runs_root).resolve()
     runs = plan(table, profile, data_root=data_root)
-    for cfg in {(r.config.data.dataset, r.config.data.root) for r in runs}:
+    # Detection's data is Detectron2's (repro/transfer/datasets.py checks it when the run starts).
+    for cfg in {(r.config.data.dataset, r.config.data.root) for r in runs if r.config.task != "detection"}:
         check_available(*cfg)
     report = _sort_runs(LaunchReport(table, profile, runs), runs_root, rerun_failed, log)
     log(f"{report.name}: {len(runs)} runs, {len(report.skipped_done)} done, "

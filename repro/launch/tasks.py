@@ -1,4 +1,4 @@
-"""What a job does, per ``RunConfig.task``: one plain dict maps the task to its function.
+"""What a job does, per task (``run.config.task``): one plain dict maps the task to its function.
 
 Each function takes (run, run_dir, runs_root, rank) and returns the measured record that
 goes into ``final.json`` (rank 0), or None (other ranks). Imports are local so a job loads
@@ -9,13 +9,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-
-
-def tasks_per_job(cfg) -> int:
-    """Processes the scheduler starts per run: one per rank of a pre-training; one for a
-    fine-tuning (one process); one for detection, where Detectron2's own launcher spawns one
-    process per GPU inside that task."""
-    return cfg.train.world_size if cfg.task == "pretrain" else 1
 
 
 def pretrain(run, run_dir: Path, runs_root: Path, rank: int) -> dict | None:

@@ -109,7 +109,7 @@ def build_moco(
 
 
 def model_from_config(cfg) -> StudentTeacher | MoCo:
-    """The model of a ``RunConfig``: the config stops here; the objects take explicit arguments."""
+    """The model of a ``PretrainConfig``: the config stops here; the objects take explicit arguments."""
     m = cfg.model
     common = dict(teacher_norm=m.teacher_norm, variance=m.variance, width=m.width, small_stem=m.small_stem,
                   hidden_dim=m.hidden_dim, projection_dim=m.projection_dim)

@@ -72,16 +72,17 @@ def estimate(table, runs) -> list[RunCost]:
     costs = []
     for run in runs:
         cfg = run.config
+        if cfg.task != "pretrain":
+            costs.append(RunCost(run.run_id, None, None, f"no paper figure for {cfg.task} runs", cfg.processes, None))
+            continue
         world = cfg.train.world_size
         images = pretrain_images(cfg.data.dataset)
         spi, source = paper.get(run.row), "paper"
         if spi is None:
             key = (cfg.data.dataset, cfg.model.arch)
             spi, source = DEFAULT_SEC_PER_ITER.get(key), f"default for {key[0]}/{key[1]}"
-        task = cfg.task
-        if task != "pretrain" or images is None or spi is None:
-            why = (f"no paper figure for {task} runs" if task != "pretrain"
-                   else f"no image count for dataset {cfg.data.dataset!r}" if images is None
+        if images is None or spi is None:
+            why = (f"no image count for dataset {cfg.data.dataset!r}" if images is None
                    else f"no seconds per iteration for {cfg.data.dataset}/{cfg.model.arch}")
             costs.append(RunCost(run.run_id, None, None, why, world, None, cfg.train.devices))
             continue

@@ -11,10 +11,11 @@ weight decay (SimCLR's fine-tuning protocol the paper follows; neither is stated
 RandomResizedCrop + flip for training (the only augmentation of that protocol).
 
 FIDELITY (one process instead of 8 GPUs): the paper's 8 GPUs x 128 images are reproduced by
-accumulating micro-batches of `train.bn_batch_size` into one step of `finetune.batch_size`: the
-gradient is the same mean over the whole batch, and each BN sees 128 samples, as on each GPU. The BN re-estimation then averages
-`finetune.bn_reestimate_batches` micro-batches of training images (augmented as in training) in
-train mode with cumulative averaging (BatchNorm momentum None), without gradients.
+accumulating micro-batches of `finetune.micro_batch_size` into one step of `finetune.batch_size`:
+the gradient is the same mean over the whole batch, and each BN sees 128 samples, as on each GPU.
+The BN re-estimation then averages `finetune.bn_reestimate_batches` micro-batches of training
+images (augmented as in training) in train mode with cumulative averaging (BatchNorm momentum
+None), without gradients.
 
 Small built-in data (the local / smoke profiles): the labelled fraction is
 `deterministic_subset` of the probe's training split (DEVIATION: a stand-in for the SimCLR lists;
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, FinetuneConfig
 from ..core import schedules
 from ..data.augment import SeededTransformed, Transformed, derive_seed, probe_train_transform
 from ..data.datasets import ImageFiles, build_dataset, dataset_stats, num_classes, split_for
@@ -66,7 +67,7 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
 
-def labelled_subset(cfg: RunConfig) -> tuple[Dataset, Dataset, int]:
+def labelled_subset(cfg: FinetuneConfig) -> tuple[Dataset, Dataset, int]:
     """(training subset, test set, classes) of the run's dataset at `finetune.percent`."""
     name, root, size = cfg.data.dataset, cfg.data.root, cfg.data.image_size
     percent = cfg.finetune.percent
@@ -85,7 +86,7 @@ def labelled_subset(cfg: RunConfig) -> tuple[Dataset, Dataset, int]:
     return Subset(base, indices), test, num_classes(name)
 
 
-def _train_transform(cfg: RunConfig):
+def _train_transform(cfg: FinetuneConfig):
     mean, std = dataset_stats(cfg.data.dataset)
     return probe_train_transform(cfg.data.image_size, crop_scale=cfg.data.crop_scale, hflip=cfg.data.hflip,
                                  normalize_mean=mean, normalize_std=std)
@@ -103,7 +104,7 @@ def _epoch_chunks(n: int, batch: int, micro: int, seed: int, epoch: int) -> list
     return steps
 
 
-def _loader(dataset: Dataset, chunks: list[list[int]], cfg: RunConfig, device) -> DataLoader:
+def _loader(dataset: Dataset, chunks: list[list[int]], cfg: FinetuneConfig, device) -> DataLoader:
     return DataLoader(dataset, batch_sampler=chunks, num_workers=cfg.data.workers, pin_memory=device.type == "cuda")
 
 
@@ -132,7 +133,7 @@ def reestimate_bn(model: nn.Module, batches, num_batches: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, test: Dataset, transform, cfg: RunConfig, device) -> tuple[float, float]:
+def evaluate(model: nn.Module, test: Dataset, transform, cfg: FinetuneConfig, device) -> tuple[float, float]:
     """(top-1, top-5) in % on `test`."""
     model.eval()
     loader = DataLoader(Transformed(test, transform), batch_size=EVAL_BATCH, num_workers=cfg.data.workers)
@@ -146,7 +147,7 @@ def evaluate(model: nn.Module, test: Dataset, transform, cfg: RunConfig, device)
     return 100.0 * correct1 / total, 100.0 * correct5 / total
 
 
-def _train_epoch(model: nn.Module, optimizer, augmented: SeededTransformed, cfg: RunConfig, device, epoch: int,
+def _train_epoch(model: nn.Module, optimizer, augmented: SeededTransformed, cfg: FinetuneConfig, device, epoch: int,
                  step: int, *, lr: float, total_steps: int, batch: int, micro: int) -> tuple[int, float]:
     """One epoch of full-batch steps, each accumulated over micro-batches; returns (step, last loss)."""
     model.train()
@@ -170,7 +171,7 @@ def _train_epoch(model: nn.Module, optimizer, augmented: SeededTransformed, cfg:
     return step, loss_value
 
 
-def run_finetune(cfg: RunConfig, run_dir: str | Path, backbone: dict, device, *,
+def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, backbone: dict, device, *,
                  stop_after_epoch: int | None = None) -> dict:
     """Fine-tune `backbone` per `cfg.finetune` in `run_dir` (resuming from its last epoch).
 
@@ -190,7 +191,7 @@ def run_finetune(cfg: RunConfig, run_dir: str | Path, backbone: dict, device, *,
     augmented = SeededTransformed(train_set, _train_transform(cfg), seed=cfg.train.seed)
     n = len(train_set)
     batch = min(f.batch_size, n)
-    micro = min(cfg.train.bn_batch_size, batch)
+    micro = min(f.micro_batch_size, batch)
     lr = f.lr * batch / f.batch_size  # linear scaling when the subset caps the batch
     steps_per_epoch = schedules.steps_per_epoch(n, batch)
     total_steps = schedules.total_steps(f.epochs, steps_per_epoch)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig
+from ..config import FinetuneConfig, PretrainConfig
 from ..data.augment import eval_transform
 from ..data.datasets import dataset_stats
 
@@ -105,7 +105,7 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, fl
     return 100.0 * top1.float().mean().item(), 100.0 * top5.float().mean().item()
 
 
-def eval_transform_for(cfg: RunConfig):
+def eval_transform_for(cfg: PretrainConfig | FinetuneConfig):
     """The evaluation transform of the run's data (the probes' features, fine-tuning's test)."""
     mean, std = dataset_stats(cfg.data.dataset)
     size = cfg.data.image_size

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..config import RunConfig
+from ..config import PretrainConfig
 from ..core import schedules
 from ..core.lars import LARS, lars_param_groups
 from ..core.devices import single_device
@@ -56,14 +56,14 @@ def setup_distributed(world_size: int) -> tuple[int, torch.device]:
     return rank, torch.device("cpu")
 
 
-def set_threads(cfg: RunConfig) -> int:
+def set_threads(cfg: PretrainConfig) -> int:
     # SLURM does not confine CPUs here: take the allotment from SLURM_CPUS_PER_TASK.
     threads = cfg.train.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "1"))
     torch.set_num_threads(threads)
     return threads
 
 
-def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
+def build_optimizer(model, cfg: PretrainConfig) -> torch.optim.Optimizer:
     o = cfg.optim
     if o.optimizer == "lars":
         # BN and bias (1-d tensors) are excluded from the adaptation; weight decay on them
@@ -75,7 +75,7 @@ def build_optimizer(model, cfg: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg.peak_lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
 
 
-def _two_view_data(cfg: RunConfig, rank: int):
+def _two_view_data(cfg: PretrainConfig, rank: int):
     """The pre-training data: a dataset, its sampler, and the batched augmentation (None when the
     loader makes the views image by image)."""
     mean, std = dataset_stats(cfg.data.dataset)
@@ -98,7 +98,7 @@ def _two_view_data(cfg: RunConfig, rank: int):
     return dataset, sampler, augment
 
 
-def _epoch_loader(dataset, sampler: ResumableSampler, cfg: RunConfig, device, epoch: int, start_batch: int):
+def _epoch_loader(dataset, sampler: ResumableSampler, cfg: PretrainConfig, device, epoch: int, start_batch: int):
     """A fresh loader per epoch: workers see set_epoch (no persistent workers), and a resumed
     run skips exactly the batches this epoch already consumed."""
     if hasattr(dataset, "set_epoch"):
@@ -111,7 +111,7 @@ def _epoch_loader(dataset, sampler: ResumableSampler, cfg: RunConfig, device, ep
 
 
 def pretrain(
-    cfg: RunConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True
+    cfg: PretrainConfig, run_dir: str | Path, *, stop_at_step: int | None = None, progress: bool = True
 ) -> tuple[dict, torch.nn.Module]:
     """Pre-train per ``cfg`` in ``run_dir`` (resuming from its last checkpoint).
 
@@ -219,7 +219,7 @@ def _views(batch, augment, epoch: int, device, dtype, memory_format):
     return (v.to(device, dtype, non_blocking=True, memory_format=memory_format) for v in (view1, view2))
 
 
-def _model_and_optimizer(cfg: RunConfig, run_dir: Path, device, dtype, memory_format, rank: int):
+def _model_and_optimizer(cfg: PretrainConfig, run_dir: Path, device, dtype, memory_format, rank: int):
     """The model (same seed on every rank: identical initial weights), its optimizer, both resumed
     from the run's last checkpoint, and the forward to call (DDP-wrapped when distributed)."""
     torch.manual_seed(cfg.train.seed)
@@ -270,7 +270,7 @@ def _progress_bar(run_dir: Path, last_step: int, step: int):
     return tqdm(total=last_step, initial=step, desc=run_dir.name, unit="step", mininterval=2.0, dynamic_ncols=True)
 
 
-def _summary(cfg: RunConfig, model, device, step: int, total_steps: int, spe: int, loss_value: float,
+def _summary(cfg: PretrainConfig, model, device, step: int, total_steps: int, spe: int, loss_value: float,
              marks: list[tuple[int, float]], t_start: float) -> dict:
     return {
         "steps": step,

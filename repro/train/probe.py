@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..config import RunConfig
+from ..config import PretrainConfig
 from ..core import schedules
 from ..data.augment import Transformed, probe_train_transform
 from ..data.datasets import build_dataset, dataset_stats, num_classes, split_for
@@ -59,7 +59,7 @@ def linear_head(dim: int, classes: int) -> nn.Sequential:
     return head
 
 
-def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, *, classes: int) -> dict:
+def linear_probe(encoder, train_set, plain_train, test, cfg: PretrainConfig, device, *, classes: int) -> dict:
     """Train Linear -> BN1d on frozen features; ``plain_train`` / ``test`` are (features, labels)."""
     p = cfg.probe
     mean, std = dataset_stats(cfg.data.dataset)
@@ -98,7 +98,7 @@ def linear_probe(encoder, train_set, plain_train, test, cfg: RunConfig, device, 
     return {"top1": top1, "top5": top5, "best_top1": best[1], "best_epoch": best[0], "probe_epochs": final_epoch}
 
 
-def evaluate(model, cfg: RunConfig, device) -> dict:
+def evaluate(model, cfg: PretrainConfig, device) -> dict:
     """Linear and kNN probes of the frozen encoder (``probe.encoder``) on the probe splits
     (``probe.protocol: cv``: cross-validated over both, :func:`evaluate_cv`)."""
     if cfg.probe.protocol == "cv":
@@ -109,7 +109,7 @@ def evaluate(model, cfg: RunConfig, device) -> dict:
     return evaluate_on(model, cfg, device, train_set, test_set)
 
 
-def evaluate_on(model, cfg: RunConfig, device, train_set: Dataset, test_set: Dataset) -> dict:
+def evaluate_on(model, cfg: PretrainConfig, device, train_set: Dataset, test_set: Dataset) -> dict:
     """The linear and kNN probes (protocol "paper") on the given probe-train and probe-test sets."""
     encoder, classes = getattr(model, cfg.probe.encoder).encoder, num_classes(cfg.data.dataset)
     plain = eval_transform_for(cfg)
@@ -175,7 +175,7 @@ def cv_linear_top1(feats, labels, fold, *, max_iter: int, c: float) -> tuple[flo
     return 100.0 * top1 / len(y), 100.0 * top5 / len(y)
 
 
-def evaluate_cv(model, cfg: RunConfig, device) -> dict:
+def evaluate_cv(model, cfg: PretrainConfig, device) -> dict:
     """Cross-validated linear and kNN probes of the frozen encoder over the probe splits together."""
     name, root, size, p = cfg.data.dataset, cfg.data.root, cfg.data.image_size, cfg.probe
     encoder, classes = getattr(model, p.encoder).encoder, num_classes(name)

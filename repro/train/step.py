@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..config import RunConfig
+from ..config import PretrainConfig
 from ..core import schedules
 from .loop import TrainingDiverged, set_lr
 
@@ -38,7 +38,7 @@ class Schedule:
         return lr, tau, alpha
 
 
-def schedule_for(cfg: RunConfig, steps_per_epoch: int) -> Schedule:
+def schedule_for(cfg: PretrainConfig, steps_per_epoch: int) -> Schedule:
     """The run's schedule: ``train.epochs`` of ``steps_per_epoch`` steps, warm-up in epochs."""
     return Schedule(
         total_steps=schedules.total_steps(cfg.train.epochs, steps_per_epoch),

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import RunConfig
+from ..config import DetectionConfig
 from ..data.datasets import DatasetNotFound
 from . import synthetic
 from .d2_names import SYNTHETIC
 
 
-def dataset_sources(cfg: RunConfig, run_dir: str | os.PathLike) -> dict[str, dict]:
+def dataset_sources(cfg: DetectionConfig, run_dir: str | os.PathLike) -> dict[str, dict]:
     """The datasets a run registers: {name: {"format": "coco" | "lvis", "json": path, "images": path}}
     in the order (train, test). Synthetic data is written (deterministically) under the run.
 

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..config import ConfigError, RunConfig, load_yaml
+from ..config import ConfigError, DetectionConfig, load_yaml
 from ..train.checkpoint import sha256
 from . import synthetic
 from .d2_names import RESULTS_FILE, RUNTIME_MODULE, SYNTHETIC
@@ -149,7 +149,7 @@ def _tenth_of_run(default: int, max_iter: int) -> int:
     return max(1, min(default, max_iter // 10))
 
 
-def _schedule(cfg: RunConfig) -> tuple[int, list[int], int, int]:
+def _schedule(cfg: DetectionConfig) -> tuple[int, list[int], int, int]:
     """(max_iter, steps, warm-up iterations, PreciseBN iterations) of the run."""
     full_iter, full_steps = SCHEDULES[cfg.detection.schedule]
     max_iter = cfg.detection.max_iter
@@ -214,7 +214,7 @@ class DetectionPlan:
         return self.width == 64 and not self.small_stem
 
 
-def detection_plan(cfg: RunConfig) -> DetectionPlan:
+def detection_plan(cfg: DetectionConfig) -> DetectionPlan:
     """The run's plan; raises ConfigError for combinations the paper does not define."""
     d = cfg.detection
     if d.dataset in ("lvis_v0.5", "synthetic_lvis") and d.detector != "mask_rcnn":
@@ -243,7 +243,7 @@ def detection_plan(cfg: RunConfig) -> DetectionPlan:
     )
 
 
-def detectron2_config(cfg: RunConfig, weights: str | os.PathLike, output_dir: str | os.PathLike,
+def detectron2_config(cfg: DetectionConfig, weights: str | os.PathLike, output_dir: str | os.PathLike,
                       datasets: tuple[str, str]) -> dict:
     """The Detectron2 config of a detection run, as plain data.
 
@@ -461,7 +461,7 @@ def installed_commit(d2) -> str:
     return "unknown"
 
 
-def run_detection(cfg: RunConfig, run_dir: str | os.PathLike, weights_pkl: str | os.PathLike,
+def run_detection(cfg: DetectionConfig, run_dir: str | os.PathLike, weights_pkl: str | os.PathLike,
                   num_gpus: int | None = None) -> dict:
     """Fine-tune and evaluate a detector from `weights_pkl` (a `save_detectron2` file).
 

@@ -21,12 +21,12 @@ import torch
 
 from ..train import checkpoint as ckpt
 from ..models.backbones import resnet
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, DetectionConfig, FinetuneConfig
 from ..rundir import RunDir
 from .export import backbone_state_dict
 
 
-def _check_loads(state: Mapping[str, torch.Tensor], cfg: RunConfig, source: str) -> dict[str, torch.Tensor]:
+def _check_loads(state: Mapping[str, torch.Tensor], cfg: FinetuneConfig | DetectionConfig, source: str) -> dict[str, torch.Tensor]:
     """Drop a classifier and check the weights load strictly into the run's ResNet."""
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     m = cfg.model
@@ -41,7 +41,7 @@ def _check_loads(state: Mapping[str, torch.Tensor], cfg: RunConfig, source: str)
     return dict(state)
 
 
-def _from_path(cfg: RunConfig) -> dict[str, torch.Tensor]:
+def _from_path(cfg: FinetuneConfig | DetectionConfig) -> dict[str, torch.Tensor]:
     path = Path(os.path.expanduser(cfg.pretrained.path))
     if not path.is_file():
         raise ConfigError(f"pretrained.path: no such file {path}")
@@ -65,7 +65,7 @@ def _from_path(cfg: RunConfig) -> dict[str, torch.Tensor]:
     return _check_loads(state, cfg, f"pretrained.path {path}")
 
 
-def pretraining_run(cfg: RunConfig):
+def pretraining_run(cfg: FinetuneConfig | DetectionConfig):
     """The `repro.grid.Run` that `cfg.pretrained` names (table, profile, row, seed)."""
     from ..grid import expand, load_table
 
@@ -109,7 +109,7 @@ def verify_final_checkpoint(run_dir: RunDir, latest: Path) -> None:
                           f"{run_dir.final} records {expected[:12]}...): {fix}")
 
 
-def resolve_backbone(cfg: RunConfig, runs_root: str | os.PathLike) -> dict[str, torch.Tensor]:
+def resolve_backbone(cfg: FinetuneConfig | DetectionConfig, runs_root: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The torchvision backbone state dict of `cfg.pretrained` (see the module docstring).
 
     Raises ConfigError (one line) when the source is not set, not found, not finished, or does

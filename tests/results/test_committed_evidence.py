@@ -80,3 +80,39 @@ def test_without_a_control_no_accuracy_claim_gets_a_verdict_at_cpu_scale(profile
             row = next(line for line in lines if line.startswith(f"| [{claim.id}]"))
             cell = cells(row)[column]
             assert ("no learning signal" in cell or "not run" in cell) and "supported" not in cell, claim.id
+
+
+def _committed_run_folders() -> dict[tuple[str, str], set[str]]:
+    """{(table, profile): run ids} of every run folder git tracks under results/ (results/<machine>/
+    <table>/<profile>/<run id>/...)."""
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "results"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    folders: dict[tuple[str, str], set[str]] = {}
+    for path in tracked:
+        parts = path.split("/")
+        if len(parts) >= 6 and re.fullmatch(r"t\d\d", parts[2]):
+            folders.setdefault((parts[2], parts[3]), set()).add(parts[4])
+    return folders
+
+
+def test_every_committed_run_folder_is_named_by_the_id_its_table_expands_to():
+    """Run ids hash the semantic config: a change to the config code that moved one would orphan
+    the committed evidence (and make a relaunch train it again)."""
+    folders = _committed_run_folders()
+    assert sum(len(ids) for ids in folders.values()) >= 84  # the records committed when this was written
+    for (table, profile), ids in folders.items():
+        expanded = {run.run_id for run in expand(load_table(table), profile)}
+        assert ids <= expanded, f"{table} --profile {profile}: {sorted(ids - expanded)} are no longer its runs' ids"
+
+
+def test_a_committed_run_config_still_matches_its_run(tmp_path):
+    """config.yaml of a committed run (written when one config held every task's sections) is the
+    config of the run its folder names: relaunching its table finds it."""
+    from repro.rundir import RunDir
+
+    run = next(r for r in expand(load_table("t01"), "cpu-8x4") if (r.run_dir(EVIDENCE) / "config.yaml").is_file())
+    saved = run.run_dir(EVIDENCE) / "config.yaml"
+    assert "finetune:" in saved.read_text()  # every task's sections
+    (run.run_dir(tmp_path)).mkdir(parents=True)
+    (run.run_dir(tmp_path) / "config.yaml").write_text(saved.read_text())
+    assert RunDir.of(run, tmp_path).prepare(run).config.read_text() == saved.read_text()

@@ -53,6 +53,15 @@ def test_a_subset_smaller_than_the_batch_takes_it_whole_and_scales_the_lr(runs_r
     assert out["lr"] == pytest.approx(0.05 * 10 / 16)
 
 
+def test_the_micro_batch_is_finetune_micro_batch_size(tmp_path):
+    cfg = _with(_table_run("t12", "smoke", "ours-300-1pct").config, epochs=1, micro_batch_size=4,
+                bn_reestimate_batches=1)
+    torch.manual_seed(1)
+    backbone = resnet("resnet18", width=8, small_stem=True).state_dict()
+    out = run_finetune(cfg, tmp_path, backbone, CPU)
+    assert (out["batch_size"], out["micro_batch_size"]) == (10, 4)  # the 1% subset: 10 images, in 4 + 4 + 2
+
+
 def _final(run_dir):
     return ckpt.load(ckpt.checkpoints(run_dir)[-1])
 

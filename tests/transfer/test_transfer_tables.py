@@ -126,7 +126,7 @@ def test_semi_supervised_paper_profile():
         "ours-300-1pct": (1, 20), "ours-300-10pct": (10, 15), "ours-1000-1pct": (1, 20), "ours-1000-10pct": (10, 15)}
     for c in runs.values():
         f = c.finetune
-        assert (f.batch_size, f.lr, f.weight_decay, c.train.bn_batch_size, c.train.world_size) == (1024, 0.08, 0.0, 128, 1)
+        assert (f.batch_size, f.micro_batch_size, f.lr, f.weight_decay, c.processes) == (1024, 128, 0.08, 0.0, 1)
         assert (c.data.dataset, c.data.image_size, c.model.arch) == ("imagenet", 224, "resnet50")
     for c in (r.config for r in expand(load_table("t12"), "local")):
         assert c.data.dataset == "digits"
