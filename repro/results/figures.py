@@ -2,11 +2,14 @@
 
 One panel for the paper's curves, one per reproduced profile (each on its own y axis).
 
-The paper's two curves come from Table 4's grid file (``tables/t04_bn_batch.yaml``, values
-transcribed from the paper); the reproduced points come from ``tables/out/table4*.csv``,
-written by ``python -m repro render t04 --profile P``, one marker style per profile. The
-report (``report.py``) draws it from the same functions; ``figures/fig3_bn_batch.py`` is the
-command line.
+Each point comes from a Table 4 row's summary (``results.collect.summarise``) and the row's
+config: the method from its teacher norm (BN: BYOL, Momentum BN: ours), the BN batch from
+``train.bn_batch_size``, the ``random-init`` control from ``train.max_steps: 0``. The paper's two
+curves are the paper values of the rows in Table 4's ``paper`` profile (transcribed in
+``tables/t04_bn_batch.yaml``). The report (``report.py``) hands over the summaries it holds;
+the command line (``figures/fig3_bn_batch.py``) reads them from the ``table4*.csv`` files that
+``python -m repro render t04 --profile P`` writes, so ``make figure3`` redraws exactly when they
+change.
 
     python figures/fig3_bn_batch.py [--results tables/out] [--out figures/out]
 """
@@ -14,55 +17,80 @@ command line.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ..atomic import atomic_write
-from ..grid import load_table
+from ..config import ConfigError
+from ..grid import PAPER_PROFILE, Table, expand, load_table
 from ..paths import REPO
 from .claims import CONTROL_ROW
 
+TABLE = "t04"
+METHODS = {"bn": "byol", "mbn": "ours"}  # Table 4's teacher norms and the curves they draw
+COLUMNS = ["method", "bn_batch", "top1", "top1_std", "profile"]
+TRANSCRIBED = "paper (transcribed)"  # the panel of the paper's values; "paper" is the profile that reruns them
 
-def paper_curves() -> pd.DataFrame:
-    """(method, bn_batch, top1) from the paper's Table 4."""
-    table = load_table("t04")
-    rows = []
-    for row in table.rows:
-        method, bn = row.id.rsplit("-", 1)
-        if row.paper.get("top1") is not None:
-            rows.append({"method": method, "bn_batch": int(bn), "top1": row.paper["top1"]})
+
+def row_points(table: Table, profile: str) -> dict[str, tuple[str, int | None]]:
+    """Row id -> (method, BN batch) from each row's config at ``profile``; the control (never
+    trained) has no BN batch of its own: (``random-init``, None)."""
+    out = {}
+    for run in expand(table, profile):
+        cfg = run.config
+        if cfg.train.max_steps == 0:
+            out[run.row] = (CONTROL_ROW, None)
+        elif cfg.model.teacher_norm in METHODS:
+            out[run.row] = (METHODS[cfg.model.teacher_norm], cfg.train.bn_batch_size)
+    return out
+
+
+def paper_curves(table: Table) -> pd.DataFrame:
+    """(method, bn_batch, top1) from the paper's Table 4: its ``paper`` profile's rows."""
+    points = row_points(table, PAPER_PROFILE)
+    rows = [{"method": points[r.id][0], "bn_batch": points[r.id][1], "top1": r.paper["top1"]}
+            for r in table.rows if r.id in points and r.paper.get("top1") is not None]
     return pd.DataFrame(rows)
 
 
-def reproduced_points(results_dir: Path) -> pd.DataFrame:
-    """(method, bn_batch, top1, top1_std, profile) of every finished Table 4 row, all profiles.
+def reproduced_points(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """(method, bn_batch, top1, top1_std, profile) of every Table 4 row of ``summary`` with a
+    measured top-1. The control comes with bn_batch NA, drawn as a level across the panel."""
+    points = row_points(table, profile)
+    done = summary[summary["top1"].notna() & summary["row"].isin(points)]
+    return pd.DataFrame({
+        "method": [points[r][0] for r in done["row"]],
+        "bn_batch": pd.array([points[r][1] for r in done["row"]], dtype="Int64"),
+        "top1": done["top1"].astype(float).to_numpy(),
+        "top1_std": pd.to_numeric(done["top1_std"], errors="coerce").to_numpy() if "top1_std" in done else None,
+        "profile": profile,
+    }, columns=COLUMNS)
 
-    The ``random-init`` control (a reduced scale's untrained model) has no BN batch of its own:
-    it comes as method ``random-init`` with bn_batch NA, drawn as a level across the panel."""
-    frames = []
+
+def figure_data(table: Table, summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The paper's curves and every profile's points: ``summaries`` maps a profile to its
+    Table 4 summary."""
+    frames = [paper_curves(table).assign(profile=TRANSCRIBED, top1_std=None)]
+    frames += [reproduced_points(table, s, p) for p, s in summaries.items()]
+    return pd.concat([f for f in frames if len(f)], ignore_index=True)[COLUMNS]
+
+
+def rendered_summaries(results_dir: Path, table: Table) -> dict[str, pd.DataFrame]:
+    """The Table 4 summaries rendered under ``results_dir`` (``table4*.csv``), by profile; a
+    profile this table no longer has is left out, with a note."""
+    out = {}
     for csv in sorted(Path(results_dir).glob("table4*.csv")):
         if csv.name.endswith("_runs.csv"):
             continue
         df = pd.read_csv(csv)
-        df = df[df["top1"].notna()]
-        control = df[df["row"] == CONTROL_ROW]
-        df = df[df["row"].str.fullmatch(r"[a-z]+-\d+")]  # BN-batch rows
-        if not control.empty:
-            frames.append(pd.DataFrame({"method": CONTROL_ROW, "bn_batch": pd.NA, "top1": control["top1"],
-                                        "top1_std": control.get("top1_std"), "profile": control["profile"]}))
-        if df.empty:
-            continue
-        split = df["row"].str.rsplit("-", n=1, expand=True)
-        frames.append(pd.DataFrame({"method": split[0], "bn_batch": split[1].astype(int), "top1": df["top1"],
-                                    "top1_std": df.get("top1_std"), "profile": df["profile"]}))
-    cols = ["method", "bn_batch", "top1", "top1_std", "profile"]
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
-
-
-def figure_data(results_dir: Path) -> pd.DataFrame:
-    paper = paper_curves().assign(profile="paper", top1_std=None)
-    return pd.concat([paper, reproduced_points(results_dir)], ignore_index=True)
+        for profile, summary in df.groupby("profile"):
+            if profile not in table.profiles:
+                print(f"{csv}: profile {profile!r} is not one of {table.name}'s; left out", file=sys.stderr)
+                continue
+            out[profile] = summary
+    return out
 
 
 def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -75,7 +103,7 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     names = {"byol": "BYOL", "ours": "Momentum² Teacher"}
     colors = {"byol": "tab:blue", "ours": "tab:red"}
-    profiles = ["paper"] + sorted(p for p in data["profile"].unique() if p != "paper")
+    profiles = [TRANSCRIBED] + sorted(p for p in data["profile"].unique() if p != TRANSCRIBED)
     fig, axes = plt.subplots(1, len(profiles), figsize=(5.0 * len(profiles), 3.8), squeeze=False)
     for ax, profile in zip(axes[0], profiles):
         group = data[data["profile"] == profile]
@@ -87,7 +115,7 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
                 if pd.notna(sd):
                     ax.axhspan(y - sd, y + sd, color="0.5", alpha=0.15, lw=0)
                 ax.axhline(y, color="0.4", ls="--", lw=1, label="random init (control, never trained)")
-            elif profile == "paper":
+            elif profile == TRANSCRIBED:
                 ax.plot(g["bn_batch"], g["top1"], "-o", color=colors.get(method), label=f"{label} (paper)")
             else:
                 ax.errorbar(g["bn_batch"], g["top1"], yerr=pd.to_numeric(g["top1_std"], errors="coerce"), fmt="-s",
@@ -97,7 +125,7 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xticklabels(["16", "32", "64", "128", "256", "512"])
         ax.set_xlabel("BN batch (samples per GPU)")
         ax.set_ylabel("linear top-1 (%)")
-        ax.set_title("the paper (ImageNet, 300 epochs)" if profile == "paper" else f"reproduced: profile {profile}",
+        ax.set_title("the paper (ImageNet, 300 epochs)" if profile == TRANSCRIBED else f"reproduced: profile {profile}",
                      fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -120,9 +148,14 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, default=REPO / "tables" / "out")
     parser.add_argument("--out", type=Path, default=REPO / "figures" / "out")
     args = parser.parse_args(argv)
-    data = figure_data(args.results)
+    try:
+        table = load_table(TABLE)
+        data = figure_data(table, rendered_summaries(args.results, table))
+    except (ConfigError, OSError, KeyError, ValueError) as e:
+        print(f"figure 3: {e}", file=sys.stderr)
+        return 2
     for p in draw(data, args.out):
         print(f"written: {p}")
-    n = int((data["profile"] != "paper").sum())
+    n = int((data["profile"] != TRANSCRIBED).sum())
     print(f"{n} reproduced points" + ("" if n else " (none yet: run `make table4`)"))
     return 0

@@ -317,11 +317,10 @@ def _column_title(profile: str, scales: dict[str, str], paper_like: bool = False
 # --------------------------------------------------------------------------- figures
 
 
-def draw_figures(table_dirs: list[Path], out: Path) -> list[Path]:
-    frames = [fig3.paper_curves().assign(profile="paper", top1_std=None)]
-    frames += [fig3.reproduced_points(d) for d in table_dirs]
-    data = pd.concat([f for f in frames if len(f)], ignore_index=True)
-    return fig3.draw(data, out)
+def draw_figures(table4: Table, found: dict[tuple[str, str], TableResults], out: Path) -> list[Path]:
+    """Figure 3 from the Table 4 summaries the report holds (the paper's panel alone without them)."""
+    summaries = {tr.profile: tr.summary for (name, _), tr in found.items() if name == table4.name}
+    return fig3.draw(fig3.figure_data(table4, summaries), out)
 
 
 # --------------------------------------------------------------------------- the report
@@ -343,7 +342,7 @@ def build(roots: list[str | Path], out: str | Path, profiles: list[str] | None =
     for (_, profile), tr in found.items():  # rendered tables, one folder per profile
         write_table_files(out / "tables" / profile, tr.table, profile, tr.runs, tr.summary,
                           header=f"# {tr.table.title}\n\n", runs_columns_out=("error",), tex=False)
-    figure_paths = draw_figures([out / "tables" / p for p in seen], out / "figures")
+    figure_paths = draw_figures(by_name[fig3.TABLE], found, out / "figures")
     curves = {key: draw_curves(tr.table, tr.profile, tr.root,
                                out / "figures" / f"curves_{output_stem(tr.table)}_{tr.profile}.png")
               for key, tr in found.items()}

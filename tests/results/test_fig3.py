@@ -1,4 +1,5 @@
-"""Figure 3 is drawn from Table 4's rendered results, and only changes when they change."""
+"""Figure 3 is drawn from Table 4's summaries and its rows' configs, and (through the rendered
+files make reads) only changes when they change."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from repro.grid import expand, load_table
 from repro.results import figures as fig3
@@ -22,8 +24,11 @@ def finish(runs_root, run, top1):
     (d / "final.json").write_text(json.dumps({"top1": top1, "top5": 99.0, "knn_top1": 50.0, "sec_per_iter": 0.1}))
 
 
+T04 = load_table("t04")
+
+
 def test_paper_curves_are_table4():
-    curves = fig3.paper_curves()
+    curves = fig3.paper_curves(T04)
     byol = dict(zip(curves[curves.method == "byol"].bn_batch, curves[curves.method == "byol"].top1))
     ours = dict(zip(curves[curves.method == "ours"].bn_batch, curves[curves.method == "ours"].top1))
     assert byol == {64: 59.7, 128: 69.6, 256: 71.8, 512: 72.2}
@@ -36,7 +41,7 @@ def test_changed_table4_result_changes_the_figure_input_and_nothing_else_does(tm
     finish(runs_root, runs["ours-32"], 41.0)
     finish(runs_root, runs["byol-64"], 30.0)
     csv = render(load_table("t04"), "smoke", runs_root, out_dir=out)["csv"]
-    data = fig3.figure_data(out)
+    data = fig3.figure_data(T04, fig3.rendered_summaries(out, T04))
     mine = data[data.profile == "smoke"].set_index("bn_batch")
     assert mine.loc[32, "top1"] == 41.0 and mine.loc[32, "method"] == "ours" and mine.loc[64, "method"] == "byol"
     assert len(mine) == 2  # unfinished rows are not plotted
@@ -48,7 +53,7 @@ def test_changed_table4_result_changes_the_figure_input_and_nothing_else_does(tm
     finish(runs_root, runs["ours-32"], 45.5)
     render(load_table("t04"), "smoke", runs_root, out_dir=out)
     assert csv.stat().st_mtime_ns != before
-    changed = fig3.figure_data(out)
+    changed = fig3.figure_data(T04, fig3.rendered_summaries(out, T04))
     assert changed[(changed.profile == "smoke") & (changed.bn_batch == 32)].top1.item() == 45.5
 
     paths = fig3.draw(changed, tmp_path / "fig")
@@ -63,10 +68,10 @@ def test_the_control_is_a_level_on_its_profiles_panel(tmp_path, monkeypatch):
         finish(runs_root, runs[("ours-32", seed)], trained)
         finish(runs_root, runs[("random-init", seed)], control)
     render(load_table("t04"), "cpu", runs_root, out_dir=out)
-    data = fig3.figure_data(out)
+    data = fig3.figure_data(T04, fig3.rendered_summaries(out, T04))
     mine = data[data.profile == "cpu"]
     (level,) = mine[mine.method == "random-init"].itertuples()
-    assert level.top1 == 81.0 and level.top1_std == 1.4142135623730951 and level.bn_batch is pd.NA
+    assert level.top1 == 81.0 and level.top1_std == 1.4142135623730951 and pd.isna(level.bn_batch)
     assert mine[mine.method == "ours"].bn_batch.tolist() == [32]
 
     import matplotlib.pyplot as plt
@@ -91,3 +96,33 @@ def test_script_runs_without_results(tmp_path):
                           "--out", str(tmp_path / "fig")], capture_output=True, text=True, check=True,
                          cwd=tmp_path, env=env).stdout
     assert "0 reproduced points" in out and (tmp_path / "fig" / "fig3.png").is_file()
+
+
+def test_points_come_from_the_rows_configs_not_their_ids():
+    """A row's method and BN batch are its config's (teacher norm, train.bn_batch_size): a row
+    whose id says otherwise is drawn where its config puts it."""
+    import dataclasses
+
+    moved = dataclasses.replace(T04, rows=[
+        dataclasses.replace(r, set={"model.teacher_norm": "bn", "train.bn_batch_size": 24}) if r.id == "ours-64" else r
+        for r in T04.rows])
+    summary = pd.DataFrame({"row": ["ours-64", "ours-16"], "top1": [41.0, 30.0], "top1_std": [None, 0.5]})
+    points = fig3.reproduced_points(moved, summary, "smoke").set_index("method")
+    assert points.loc["byol", "bn_batch"] == 24 and points.loc["byol", "top1"] == 41.0
+    assert points.loc["ours", "bn_batch"] == 16 and points.loc["ours", "top1_std"] == 0.5
+
+
+def test_the_report_draws_figure3_from_the_summaries_it_holds(tmp_path, monkeypatch):
+    """The report hands its in-memory summaries over: no rendered csv is read back."""
+    from repro.results import report
+
+    runs_root = tmp_path / "runs"
+    runs = {r.row: r for r in expand(T04, "smoke")}
+    finish(runs_root, runs["ours-16"], 44.0)
+    seen = {}
+    real = fig3.draw
+    monkeypatch.setattr(fig3, "rendered_summaries", lambda *a: pytest.fail("the report read a csv back"))
+    monkeypatch.setattr(fig3, "draw", lambda data, out: seen.setdefault("data", data) is not None and real(data, out))
+    report.build([runs_root], tmp_path / "report", profiles=["smoke"])
+    mine = seen["data"][seen["data"].profile == "smoke"]
+    assert mine[["method", "bn_batch", "top1"]].values.tolist() == [["ours", 16, 44.0]]
