@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from ..atomic import atomic_write
 from ..core.devices import device_buffers, device_state_dict, devices_of, load_devices_state
+from ..rundir import RunDir
 
 KEEP = 2  # checkpoints kept per run
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -40,7 +41,7 @@ def sha256(path: str | os.PathLike) -> str:
 
 def checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest first."""
-    folder = Path(run_dir) / "checkpoints"
+    folder = RunDir(run_dir).checkpoints
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if _NAME.match(p.name)), key=lambda p: p.name)
@@ -51,7 +52,7 @@ def final_record(run_dir: Path) -> dict:
     file, relative to the run directory, and its sha256 (checked before a transfer exports it)."""
     found = checkpoints(run_dir)
     if not found:
-        raise CheckpointError(f"{Path(run_dir) / 'checkpoints'}: no checkpoint after training")
+        raise CheckpointError(f"{RunDir(run_dir).checkpoints}: no checkpoint after training")
     return {"final_checkpoint": found[-1].relative_to(run_dir).as_posix(), "final_checkpoint_sha256": sha256(found[-1])}
 
 
@@ -73,7 +74,7 @@ def save(run_dir: Path, model, optimizer, step: int, *, rank: int, world_size: i
             "optimizer": optimizer.state_dict(),
             "rank_buffers": [own for process in gathered for own in process],
         }
-        path = Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
+        path = RunDir(run_dir).checkpoints / f"step_{step:08d}.pt"
         atomic_write(path, lambda f: torch.save(state, f))
         for old in checkpoints(run_dir)[:-KEEP]:
             old.unlink(missing_ok=True)

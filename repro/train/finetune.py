@@ -46,6 +46,7 @@ from ..data.augment import SeededTransformed, Transformed, derive_seed, probe_tr
 from ..data.datasets import ImageFiles, build_dataset, dataset_stats, num_classes, split_for
 from ..data.imagenet_subsets import deterministic_subset, subset_samples
 from ..models.backbones import resnet
+from ..rundir import RunDir
 from . import checkpoint as ckpt
 from .loop import MetricsLog, check_finite, eval_transform_for, set_lr, topk_hits
 
@@ -208,7 +209,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, backbone: dict, devic
     start_epoch = step // steps_per_epoch
 
     loss_value = math.nan
-    with MetricsLog(run_dir / "metrics.jsonl") as metrics:
+    with MetricsLog(RunDir(run_dir).metrics) as metrics:
         for epoch in range(start_epoch, f.epochs):
             step, loss_value = _train_epoch(model, optimizer, augmented, cfg, device, epoch, step, lr=lr,
                                             total_steps=total_steps, batch=batch, micro=micro)

@@ -15,6 +15,7 @@ import torch
 from ..config import FinetuneConfig, PretrainConfig
 from ..data.augment import eval_transform
 from ..data.datasets import dataset_stats
+from ..rundir import RunDir
 
 
 class TrainingDiverged(RuntimeError):
@@ -33,7 +34,6 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-TENSORBOARD_DIR = "tensorboard"  # in the run directory: `tensorboard --logdir runs` finds every run
 NOT_SCALARS = ("step", "epoch", "time", "total_steps")
 
 
@@ -79,7 +79,8 @@ def tensorboard_writer(run_dir: Path):
     """A ``SummaryWriter`` on ``<run_dir>/tensorboard/`` (a resumed run adds an event file)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR), flush_secs=10)
+    # in the run directory: `tensorboard --logdir runs` finds every run
+    return SummaryWriter(str(RunDir(run_dir).tensorboard), flush_secs=10)
 
 
 def add_scalars(writer, prefix: str, record: dict, step: int) -> None:

@@ -28,6 +28,7 @@ from ..data.augment import AUGMENTATIONS, ResumableSampler, TwoViewDataset
 from ..data.batched import BATCHED_SPECS, BatchedTwoView, Indexed
 from ..data.datasets import build_dataset, dataset_stats, split_for
 from ..models.backbones import model_from_config
+from ..rundir import RunDir
 from . import checkpoint as ckpt
 from .loop import MetricsLog, TrainingDiverged
 from .monitor import LatestOutput
@@ -137,7 +138,7 @@ def pretrain(
     # fp16 needs loss scaling; bf16 has float32's range and does not.
     scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
 
-    metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=rank == 0)
+    metrics = MetricsLog(RunDir(run_dir).metrics, enabled=rank == 0)
     projection = LatestOutput(model.student.projector)  # the collapse monitor, read at log steps
     bar = _progress_bar(run_dir, last_step, step) if rank == 0 and progress else None
     # No host synchronisation inside the step: the loss stays on the device (``watch``) and is
@@ -186,7 +187,7 @@ def pretrain(
     if step == marks[0][0] and step > 0:
         # Resumed at its end (stopped after its last checkpoint, e.g. while probing): this attempt
         # trained nothing, so the loss and the step time are the last ones the run logged.
-        last = _last_logged(run_dir / "metrics.jsonl")
+        last = _last_logged(RunDir(run_dir).metrics)
         summary.update(final_loss=last.get("loss", math.nan), sec_per_iter=last.get("sec_per_iter"))
     # FIDELITY: the authors dump and evaluate rank 0's teacher; with emulated devices, device 0's
     # (its BN statistics / Momentum BN history), which is rank 0 of the equivalent one-device run.
@@ -261,7 +262,7 @@ def _checked_loss(watch: LossWatch, run_dir: Path) -> float:
         return watch.read()
     except TrainingDiverged as e:
         raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
-                               f"is kept in {run_dir / 'checkpoints'}") from None
+                               f"is kept in {RunDir(run_dir).checkpoints}") from None
 
 
 def _progress_bar(run_dir: Path, last_step: int, step: int):
