@@ -21,7 +21,7 @@ from ..rundir import UNFINISHED, RunDir, RunState, Status, run_states
 from .cluster import load_cluster, make_executor
 from .job import RunJob
 from .progress import LiveView, read_progress
-from .slurm import SLURM_ACTIVE, slurm_state, slurm_states
+from .slurm import SLURM_ACTIVE, slurm_states
 from .snapshot import snapshot_code
 
 
@@ -113,10 +113,13 @@ def launch(table: Table, profile: str, cluster_name: str, runs_root: str | Path,
 
 
 def _sort_runs(report: LaunchReport, runs_root: Path, rerun_failed: bool, log) -> LaunchReport:
-    """Which runs are done, failed (kept unless ``rerun_failed``), queued or running, or to submit."""
-    for run in report.runs:
-        run_dir = RunDir.of(run, runs_root)
-        status = run_dir.status()
+    """Which runs are done, failed (kept unless ``rerun_failed``), queued or running, or to submit.
+    SLURM is asked once, for every unfinished run's job together."""
+    dirs = [RunDir.of(run, runs_root) for run in report.runs]
+    statuses = [d.status() for d in dirs]
+    unfinished = [d for d, status in zip(dirs, statuses) if status in UNFINISHED]
+    alive = dict(zip((d.path for d in unfinished), _jobs_alive(unfinished)))
+    for run, run_dir, status in zip(report.runs, dirs, statuses):
         if status == Status.DONE:
             report.skipped_done.append(run)
         elif status == Status.FAILED and not rerun_failed:
@@ -125,7 +128,7 @@ def _sort_runs(report: LaunchReport, runs_root: Path, rerun_failed: bool, log) -
         elif status == Status.CORRUPT and not rerun_failed:
             report.skipped_failed.append(run)
             log(f"  {run.run_id}: CORRUPT: {run_dir.corrupt_error()}")
-        elif status in UNFINISHED and _job_alive(run_dir):
+        elif alive.get(run_dir.path):
             report.skipped_active.append(run)
         else:
             report.submitted.append(run)
@@ -178,21 +181,23 @@ def _controllers_write_to(path: Path):
             os.close(saved[1])
 
 
-def _job_alive(run_dir: RunDir) -> bool:
-    """Whether the job recorded in ``job.json`` may still run (SLURM: ask; local: its process)."""
-    info = run_dir.read_job()
-    if not info:
+def _jobs_alive(run_dirs: list[RunDir]) -> list[bool]:
+    """Whether the job recorded in each run's ``job.json`` may still run: SLURM asked once for
+    all of them (sacct); local jobs by their process, on the host that started them."""
+    infos = [d.read_job() or {} for d in run_dirs]
+    slurm = slurm_states(i["job_id"] for i in infos if i.get("executor") == "slurm")
+    return [slurm.get(str(i["job_id"])) in SLURM_ACTIVE if i.get("executor") == "slurm" else _process_alive(i)
+            for i in infos]
+
+
+def _process_alive(info: dict) -> bool:
+    if info.get("executor") != "local" or info.get("host") != os.uname().nodename:
         return False
-    if info.get("executor") == "slurm":
-        return slurm_state(info["job_id"]) in SLURM_ACTIVE
-    if info.get("executor") == "local" and info.get("host") == os.uname().nodename:
-        pid = str(info["job_id"]).split("_")[0]
-        try:
-            os.kill(int(pid), 0)
-            return True
-        except (OSError, ValueError):
-            return False
-    return False
+    try:
+        os.kill(int(str(info["job_id"]).split("_")[0]), 0)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 # --------------------------------------------------------------------------- waiting
@@ -274,7 +279,7 @@ def _attached_ended(run: Run, runs_root: Path):
         return None
     if state.status.ended:
         return state.error or state.status
-    if _job_alive(RunDir.of(run, runs_root)):
+    if _jobs_alive([RunDir.of(run, runs_root)])[0]:
         return False
     state = _state(run, runs_root)  # it may have finished since the first look
     if state.status == Status.DONE:
