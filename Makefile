@@ -20,11 +20,12 @@
 #                                    the installed package, the end-to-end launches)
 #   make report                      tables/out/report.{md,html}: every table, Figure 3, the claims'
 #                                    verdicts, from runs/ and the committed results/cpu/
-#   make cpu-evidence                CPU-scale evidence: Table 1 at profile cpu-8x4 (8 emulated devices
-#                                    x 4 images) into results/cpu (about 1.5-2 hours a seed on 2 cores;
-#                                    finished runs are skipped, so it resumes), then make cpu-report.
-#                                    Earlier designs: CPU_PROFILE=cpu-mnist, or CPU_PROFILE=cpu
-#                                    CPU_TABLES="t01 t06 t04"
+#   make cpu-evidence                CPU-scale evidence at profile cpu-8x4 (8 emulated devices x 4
+#                                    images) into results/cpu: Tables 1, 4 and 6 in that order (each
+#                                    run 20-50 minutes, two side by side on 2 cores; finished runs are
+#                                    skipped, so it resumes), then make cpu-report.
+#                                    Earlier designs: CPU_PROFILE=cpu-mnist CPU_TABLES=t01, or
+#                                    CPU_PROFILE=cpu CPU_TABLES="t01 t06 t04"
 #   make cpu-report                  results/cpu/report/ from the committed run records (seconds)
 #   make precision-check             bf16 + channels_last against fp32 at cpu-mnist, paired by seed:
 #                                    runs t01 at cpu-mnist-bf16 (2 rows, about 20 minutes a seed),
@@ -56,7 +57,7 @@ FIG3   = $(FIG_OUT)/fig3.png
 
 CPU_RUNS = results/cpu
 CPU_PROFILE ?= cpu-8x4
-CPU_TABLES ?= t01
+CPU_TABLES ?= t01 t04 t06
 CPU_PROFILES = cpu cpu-mnist cpu-8x4
 
 .PHONY: record-table1 preflight curves report cpu-report cpu-evidence precision-check slurm-up slurm-down install test test-all status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))

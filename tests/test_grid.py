@@ -51,6 +51,24 @@ def test_expansion_is_stable_and_ids_unique():
     assert all((r.config.train.world_size, r.config.train.devices, r.config.train.bn_batch_size) == (1, 8, 4) for r in a)
 
 
+def test_table4_at_the_emulated_device_design_varies_the_device_batch_at_a_fixed_device_count():
+    """The paper's Table 4 design at cpu-8x4: 8 devices, each device's batch (what BN sees) 2
+    to 16, lr linear in the global batch and m_base by the equivalence rule from batch 32; the
+    same epochs, so fewer steps at larger batches."""
+    runs = [r for r in expand(load_table("t04"), "cpu-8x4") if r.seed == 0 and r.row != "random-init"]
+    by_row = {r.row: r.config for r in runs}
+    assert sorted(by_row) == sorted(f"{m}-{b}" for m in ("byol", "ours") for b in (2, 4, 8, 16))
+    for row, cfg in by_row.items():
+        method, bn = row.rsplit("-", 1)
+        assert cfg.model.teacher_norm == {"byol": "bn", "ours": "mbn"}[method]
+        assert (cfg.train.devices, cfg.train.world_size, cfg.train.bn_batch_size) == (8, 1, int(bn))
+        assert cfg.peak_lr == pytest.approx(0.1 * 8 * int(bn) / 256)
+        assert cfg.m_base == pytest.approx(0.02 * 8 * int(bn) / 32)
+        assert cfg.train.epochs == 30
+    assert {r.seed for r in expand(load_table("t04"), "cpu-8x4")} == {0, 1, 2, 3}
+    assert {r.seed for r in expand(load_table("t06"), "cpu-8x4")} == {0, 1, 2, 3, 4}
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(ConfigError, match="unknown profile 'huge' for table t01; choose one of paper, paper-1x64, paper-8x8, local, cpu, smoke"):
         expand(load_table("t01"), "huge")

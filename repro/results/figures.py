@@ -121,8 +121,9 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
                 ax.errorbar(g["bn_batch"], g["top1"], yerr=pd.to_numeric(g["top1_std"], errors="coerce"), fmt="-s",
                             capsize=3, color=colors.get(method), mfc="none", label=f"{label} (reproduced)")
         ax.set_xscale("log", base=2)
-        ax.set_xticks([16, 32, 64, 128, 256, 512])
-        ax.set_xticklabels(["16", "32", "64", "128", "256", "512"])
+        ticks = sorted({int(b) for b in group["bn_batch"].dropna()}) or [16, 32, 64, 128, 256, 512]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(t) for t in ticks])
         ax.set_xlabel("BN batch (samples per GPU)")
         ax.set_ylabel("linear top-1 (%)")
         ax.set_title("the paper (ImageNet, 300 epochs)" if profile == TRANSCRIBED else f"reproduced: profile {profile}",
