@@ -269,7 +269,7 @@ def _print_sbatch(table, profile: str, cluster_name: str, runs_root: str) -> int
 
 def _confirm_cost(table, runs, *, assume_yes: bool) -> bool:
     """Print what the runs of ``table`` cost in GPU-hours; ask on the terminal unless ``--yes``."""
-    from .results.cost import describe, estimate
+    from .launch.cost import describe, estimate
 
     print(f"about to submit {len(runs)} paper-scale runs, at the paper's seconds per iteration:")
     print(describe(estimate(table, runs)), flush=True)

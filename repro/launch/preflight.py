@@ -43,7 +43,7 @@ from ..config import ConfigError
 from ..data.datasets import DatasetNotFound, check_available
 from ..grid import Run, expand, load_table, with_overrides
 from ..models.backbones import model_from_config
-from ..results.cost import estimate, pretrain_images
+from .cost import estimate, pretrain_images
 from ..train.pretrain import build_optimizer
 from ..train.step import schedule_for, train_step
 from ..core.schedules import steps_per_epoch

@@ -230,7 +230,7 @@ def test_mnist5k_is_the_5000_real_digits_with_a_stratified_holdout_and_its_stats
 
 def test_one_registry_answers_every_dataset_question():
     from repro.data.datasets import DATASETS, dataset_info, split_for
-    from repro.results.cost import pretrain_images
+    from repro.launch.cost import pretrain_images
 
     assert sorted(DATASETS) == sorted(BUILDERS) and all(BUILDERS[n] is d.build for n, d in DATASETS.items())
     for name, info in DATASETS.items():

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from repro import cli
-from repro.results import cost
+from repro.launch import cost
 from repro.grid import TABLES_DIR, expand, load_table
 
 
