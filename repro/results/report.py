@@ -138,6 +138,9 @@ class ClaimVerdicts:
     paper: Verdict  # the check applied to the values transcribed from the paper
     profiles: dict[str, Verdict | None]  # None: the table has no such profile
     knn: dict[str, Verdict] = field(default_factory=dict)  # reduced profiles with results: the kNN check
+    # profile -> (seeds with results, seeds planned) of the claim's table where fewer seeds than
+    # planned have results: a verdict read before the planned seeds are in is interim.
+    interim: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def at(self, column: str) -> Verdict | None:
         """The verdict of a column of the verdicts table (``PAPER_NUMBERS`` or a profile)."""
@@ -153,6 +156,7 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
         paper = evaluate(claim, paper_values(table, claim.metric), PAPER_NUMBERS)
         at_profile: dict[str, Verdict | None] = {}
         knn: dict[str, Verdict] = {}
+        interim: dict[str, tuple[int, int]] = {}
         for profile in profiles:
             tr = found.get((claim.table, profile))
             if profile not in table.profiles:
@@ -162,13 +166,17 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
             at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile,
                                            paper=paper_values(table, claim.metric),
                                            gate=needs_control(table, profile, claim.metric))
+            seeds_in = runs.loc[runs["status"] == Status.DONE, "seed"].nunique()
+            planned = len(table.profiles[profile].seeds)
+            if 0 < seeds_in < planned:
+                interim[profile] = (seeds_in, planned)
             second = SECONDARY.get(claim.metric)
             if second and not table.is_paper_scale(profile) and tr is not None:
                 # the paper gives no kNN numbers: the margins the MDE is compared with are its top-1 margins
                 knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second,
                                         paper=paper_values(table, claim.metric),
                                         gate=needs_control(table, profile, second))
-        out.append(ClaimVerdicts(claim, table, paper, at_profile, knn))
+        out.append(ClaimVerdicts(claim, table, paper, at_profile, knn, interim))
     return out
 
 
@@ -184,6 +192,8 @@ def _cell(entry: ClaimVerdicts, profile: str) -> str:
     second = entry.knn.get(profile) if profile != PAPER_NUMBERS else None
     if second is not None and second.verdict != "not run":
         text += f" (kNN: {_badge(second.verdict)})"
+    if profile in entry.interim and v.verdict != "not run":
+        text += " *interim ({} of {} seeds)*".format(*entry.interim[profile])
     return text
 
 
@@ -265,11 +275,14 @@ def claims_markdown(entries: list[ClaimVerdicts], profiles: list[str], scales: d
         cells = [f"[{c.id}](#claim-{c.id})", c.where] + [_cell(e, p) for p in cols]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "— : the table has no such profile. At reduced scales a top-1 claim is also checked on the "
-              "kNN probe, shown in brackets when it ran.", ""]
+              "kNN probe, shown in brackets when it ran. *interim*: fewer of the table's seeds have results at that "
+              "profile than it plans; the verdict reads those in so far and may change when the rest are in.", ""]
     counts = {p: {k: sum(1 for e in entries if e.at(p) is not None and e.at(p).verdict == k) for k in VERDICTS}
               for p in profiles}
     for p in profiles:
-        lines.append(f"- `{p}` ({_scale(p, scales)}): " + ", ".join(f"{n} {k}" for k, n in counts[p].items() if n))
+        unfinished = sorted({e.table.name for e in entries if p in e.interim and e.at(p).verdict != "not run"})
+        lines.append(f"- `{p}` ({_scale(p, scales)}): " + ", ".join(f"{n} {k}" for k, n in counts[p].items() if n)
+                     + (f"; interim: {', '.join(unfinished)} has fewer seeds in than planned" if unfinished else ""))
     lines.append("")
     for e in entries:
         c, table = e.claim, e.table
@@ -284,6 +297,9 @@ def claims_markdown(entries: list[ClaimVerdicts], profiles: list[str], scales: d
             title = "The paper's own numbers (a check of the transcription, not evidence)" if p == PAPER_NUMBERS \
                 else f"Profile `{p}` ({_scale(p, scales).split(':')[0].rstrip('.')})"
             lines += [f"**{title}**: {_badge(v.verdict)}: {v.reason}.", ""]
+            if p in e.interim and v.verdict != "not run":
+                lines += ["Interim: {} of the {} seeds this profile plans have results; the verdict may change "
+                          "when the rest are in.".format(*e.interim[p]), ""]
             if v.substitutions:
                 lines += ["Rows substituted at this scale: " + ", ".join(f"`{a}` → `{b}`" for a, b in
                                                                         v.substitutions.items()) + ".", ""]

@@ -107,3 +107,31 @@ def test_a_reduced_scale_table_says_what_it_can_and_cannot_show(tmp_path):
     assert "Every trained row scores above the `random-init` control (Top-1 (%): 83.00), the lowest by 7.00" in text
     # the paper's scale: no such note
     assert "random-init" not in render(load_table("t01"), "paper", tmp_path / "a", tmp_path / "p")["md"].read_text()
+
+
+def test_a_verdict_read_before_the_planned_seeds_are_in_is_marked_interim(tmp_path):
+    """A campaign under way: Table 1 at cpu-mnist plans 3 seeds; with 2 in, every verdict that
+    read them says it is interim (in the verdicts table, the per-profile counts and the claim's
+    own section); with all 3 in, none does, even with a row of the last seed missing."""
+    import json
+
+    from repro.grid import expand
+
+    def report(seeds):
+        root = tmp_path / f"runs{seeds}"
+        for run in expand(load_table("t01"), "cpu-mnist"):
+            if run.seed < seeds and (run.seed, run.row) != (2, "bn-mbn"):
+                d = run.run_dir(root)
+                d.mkdir(parents=True, exist_ok=True)
+                top1 = 80.0 if run.row == "random-init" else 90.0 + run.seed + (2.0 if "syncbn" in run.row else 0.0)
+                (d / "final.json").write_text(json.dumps({"top1": top1, "knn_top1": top1, "sec_per_iter": 0.2}))
+        return build([root], tmp_path / f"out{seeds}", profiles=["cpu-mnist"])["md"].read_text()
+
+    md = report(2)
+    row = next(line for line in md.splitlines() if line.startswith("| [syncbn-critical]"))
+    assert "*interim (2 of 3 seeds)*" in row
+    assert "interim: t01 has fewer seeds in than planned" in md
+    assert "Interim: 2 of the 3 seeds this profile plans have results" in md
+    assert "interim" not in next(line for line in md.splitlines() if line.startswith("| [dynamic-alpha-beats-fixed]"))
+    md = report(3)
+    assert "*interim (" not in md and "Interim:" not in md and "fewer seeds in" not in md
