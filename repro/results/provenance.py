@@ -1,22 +1,25 @@
 """Where and when a set of results was produced: the machine, the commit, the wall time.
 
 ``python -m repro.results.provenance OUT.json`` records the machine a campaign runs on (written
-before its first run); the report adds the wall time from the run records themselves
-(first submission to last finish).
+before its first run); :func:`runs_provenance` reads the commits, hosts and wall time (first
+submission to last finish) from the run records themselves, for the report.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
-from ..atomic import atomic_write
+import pandas as pd
 
-from ..rundir import git_commit
+from ..atomic import atomic_write
+from ..rundir import RunDir, Status, git_commit, read_json
 
 
 def cpu_model() -> str:
@@ -63,6 +66,49 @@ def record(path: str | Path, command: str = "") -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write((json.dumps(info, indent=2) + "\n").encode()))
     return info
+
+
+def utc(ts: float) -> str:
+    """A POSIX time as the report and the README print it."""
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def runs_provenance(tables: Iterable[tuple[Path, pd.DataFrame, dict[str, RunDir]]]) -> dict:
+    """Commits, hosts, dates and wall time of the finished runs of one profile, from their
+    records. ``tables``: per table, its runs root, its runs (``results.collect``: run_id, status)
+    and their directories by run id."""
+    commits, hosts, submitted, finished, train_s, done, total = {}, set(), [], [], 0.0, 0, 0
+    machines = {}
+    for root, runs, run_dirs in tables:
+        total += len(runs)
+        m = read_json(root / "machine.json")
+        if m:
+            machines[str(root)] = m
+        for rec in runs.itertuples():
+            if rec.status != Status.DONE:
+                continue
+            done += 1
+            d = run_dirs[rec.run_id]
+            final = d.read_final() or {}
+            job = d.read_job() or {}
+            git = final.get("git") or {}
+            if git.get("commit"):
+                key = git["commit"][:12] + (" (uncommitted changes)" if git.get("dirty") else "")
+                commits[key] = commits.get(key, 0) + 1
+            if job.get("host"):
+                hosts.add(job["host"])
+            if job.get("submitted"):
+                submitted.append(float(job["submitted"]))
+            if final.get("finished"):
+                finished.append(dt.datetime.strptime(final["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp())
+            train_s += float(final.get("train_wall_s") or 0.0)
+    out = {"runs_done": done, "runs": total, "commits": commits, "hosts": sorted(hosts), "machines": machines,
+           "train_hours": train_s / 3600}
+    if submitted and finished:
+        out["first_submitted"] = utc(min(submitted))
+        out["last_finished"] = utc(max(finished))
+        out["wall_hours"] = (max(finished) - min(submitted)) / 3600
+    return out
 
 
 if __name__ == "__main__":

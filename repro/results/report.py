@@ -15,7 +15,6 @@ gives the same files.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import html
 import math
 import re
@@ -27,8 +26,9 @@ import pandas as pd
 from ..config import ConfigError
 from ..grid import PAPER_PROFILE, TABLES_DIR, Table, expand, load_table
 from ..paths import REPO
-from ..rundir import RunDir, Scheduler, Status, read_json
+from ..rundir import RunDir, Scheduler, Status
 from . import figures as fig3
+from .provenance import runs_provenance
 from .curves import draw_curves
 from .claims import (CLAIMS_FILE, CONTROL_ROW, VERDICTS, Claim, Verdict, evaluate, load_claims,
                      measured_values, needs_control, paper_values)
@@ -78,52 +78,12 @@ def discover(roots: list[Path], tables: list[Table], profiles: list[str] | None,
 # --------------------------------------------------------------------------- provenance
 
 
-def provenance(results: list[TableResults]) -> dict:
-    """Commits, hosts, dates and wall time of the finished runs of one profile."""
-    commits, hosts, submitted, finished, train_s, done, total = {}, set(), [], [], 0.0, 0, 0
-    machines = {}
-    for tr in results:
-        total += len(tr.runs)
-        m = read_json(tr.root / "machine.json")
-        if m:
-            machines[str(tr.root)] = m
-        for rec in tr.runs.itertuples():
-            if rec.status != Status.DONE:
-                continue
-            done += 1
-            d = tr.run_dirs[rec.run_id]
-            final = d.read_final() or {}
-            job = d.read_job() or {}
-            git = final.get("git") or {}
-            if git.get("commit"):
-                key = git["commit"][:12] + (" (uncommitted changes)" if git.get("dirty") else "")
-                commits[key] = commits.get(key, 0) + 1
-            if job.get("host"):
-                hosts.add(job["host"])
-            if job.get("submitted"):
-                submitted.append(float(job["submitted"]))
-            if final.get("finished"):
-                finished.append(dt.datetime.strptime(final["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp())
-            train_s += float(final.get("train_wall_s") or 0.0)
-    out = {"runs_done": done, "runs": total, "commits": commits, "hosts": sorted(hosts), "machines": machines,
-           "train_hours": train_s / 3600}
-    if submitted and finished:
-        out["first_submitted"] = _utc(min(submitted))
-        out["last_finished"] = _utc(max(finished))
-        out["wall_hours"] = (max(finished) - min(submitted)) / 3600
-    return out
-
-
 def _shown_path(p: Path) -> str:
     """A path as the report prints it: relative to the repository when inside it."""
     try:
         return p.resolve().relative_to(REPO).as_posix()
     except ValueError:
         return str(p)
-
-
-def _utc(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -405,7 +365,7 @@ def _provenance_md(found: dict[tuple[str, str], TableResults], seen: list[str], 
         md += ["No run records found under " + ", ".join(f"`{_shown_path(r)}`" for r in roots) + ": every reproduced "
                "verdict is `not run`.", ""]
     for profile in seen:
-        prov = provenance([tr for (_, p), tr in found.items() if p == profile])
+        prov = runs_provenance([(tr.root, tr.runs, tr.run_dirs) for (_, p), tr in found.items() if p == profile])
         md += [f"- `{profile}`: {prov['runs_done']}/{prov['runs']} runs done"
                + (f", first submitted {prov['first_submitted']}, last finished {prov['last_finished']}, "
                   f"wall time {prov['wall_hours']:.2f} h ({prov['train_hours']:.2f} h of training summed over runs)"
