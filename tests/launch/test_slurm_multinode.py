@@ -37,7 +37,7 @@ from repro.launch.submit import launch, wait
 from repro.train import checkpoint as ckpt
 from slurm_helpers import cluster_problem, last_step, wait_until, write_cluster, write_table
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("multinode_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("multinode_cluster")]
 QUIET = {"log": lambda *a: None}
 PARTITION = "multi"
 START = "make slurm-up NODES=3"
