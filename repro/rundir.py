@@ -224,23 +224,8 @@ class RunDir:
         lines = self.error.read_text().splitlines()
         return lines[0] if lines else f"{self.ERROR} is empty"
 
-    def finished_at(self) -> float | None:
-        """When final.json was written (None: it was not)."""
-        try:
-            return self.final.stat().st_mtime
-        except OSError:
-            return None
-
     def last_metrics(self) -> dict | None:
         return last_metrics(self.metrics)
-
-    def first_metrics(self) -> dict | None:
-        """The first line of ``metrics.jsonl`` (None when there is none, or it is cut)."""
-        try:
-            with open(self.metrics) as f:
-                return json.loads(f.readline())
-        except (OSError, ValueError):
-            return None
 
     def unreadable_record(self) -> tuple[str, str] | None:
         """The first of ``final.json``, ``job.json``, ``config.yaml`` that exists but cannot be read

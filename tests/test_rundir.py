@@ -248,13 +248,13 @@ def test_a_cut_record_makes_the_run_corrupt_whatever_the_scheduler_says(tmp_path
 
 def test_records_are_written_whole_and_read_back(tmp_path):
     d = RunDir(tmp_path / "r")
-    assert d.read_final() is None and d.read_job() is None and d.finished_at() is None
+    assert d.read_final() is None and d.read_job() is None
     d.write_job({"job_id": "12", "executor": "local"})
     assert d.read_job() == {"job_id": "12", "executor": "local"} and d.status() is Status.PENDING
     d.write_error("ValueError: no data\n\ntrace\n")
     assert d.first_error_line() == "ValueError: no data" and d.status() is Status.FAILED
     d.write_final({"top1": 61.5})
-    assert d.read_final() == {"top1": 61.5} and d.status() is Status.DONE and d.finished_at() > 0
+    assert d.read_final() == {"top1": 61.5} and d.status() is Status.DONE
     assert sorted(p.name for p in d.path.iterdir()) == ["error.txt", "final.json", "job.json"]  # no temp files
 
 

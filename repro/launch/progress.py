@@ -8,6 +8,7 @@ logs) it is one summary line every ``interval_s`` seconds.
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import TextIO
@@ -26,8 +27,10 @@ class RunProgress:
     loss: float | None = None
     sec_per_iter: float | None = None
     error: str | None = None
-    started: float | None = None  # wall time of the first logged step
-    ended: float | None = None  # when final.json was written (done runs)
+    # Done runs, from final.json: seconds of an uninterrupted attempt (its steps at its pace, and
+    # its probes), not first step to last, which counts the pauses of a resumed run.
+    length_s: float | None = None
+    probe_s: float | None = None
 
     @property
     def eta_s(self) -> float | None:
@@ -39,20 +42,35 @@ class RunProgress:
 
 def read_progress(run_id: str, run_dir: RunDir, state: RunState) -> RunProgress:
     last = run_dir.last_metrics() or {}
-    first = run_dir.first_metrics() or {}
-    ended = run_dir.finished_at() if state.status == Status.DONE else None
+    length = probe = None
+    if state.status == Status.DONE:
+        final = run_dir.read_final() or {}
+        probe = final.get("probe_wall_s")
+        if probe is not None and final.get("steps") is not None:
+            length = final["steps"] * (final.get("sec_per_iter") or 0.0) + probe
     return RunProgress(run_id, state.status, last.get("step"), last.get("total_steps"), last.get("loss"),
-                       last.get("sec_per_iter"), state.error, first.get("time"), ended)
+                       last.get("sec_per_iter"), state.error, length, probe)
 
 
-def run_left_s(p: RunProgress, mean_length_s: float | None, now: float) -> float | None:
-    """Seconds left in a running run: its training left, or, when runs have finished, the
-    mean length of those (training and probes) less the time it has run, if that is more."""
-    left = p.eta_s
-    if mean_length_s is not None and p.started is not None:
-        rest = max(0.0, mean_length_s - (now - p.started))
-        left = rest if left is None else max(left, rest)
-    return left
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def typical_length_s(progress: list[RunProgress]) -> float | None:
+    """The median length of the finished runs (median: a run whose attempt shared the cores is
+    not typical); before any has finished, of the training seen so far (None: nothing seen)."""
+    done = _median([p.length_s for p in progress if p.length_s is not None])
+    if done is not None:
+        return done
+    return _median([p.total_steps * p.sec_per_iter for p in progress if p.total_steps and p.sec_per_iter])
+
+
+def run_left_s(p: RunProgress, progress: list[RunProgress]) -> float | None:
+    """Seconds left in a running run: its training left at its logged pace, plus the finished
+    runs' median probe time (None before it logs a step)."""
+    if p.eta_s is None:
+        return None
+    return p.eta_s + (_median([q.probe_s for q in progress if q.probe_s is not None]) or 0.0)
 
 
 # How the summary line counts runs: new ones as pending, cancelled and corrupt ones as failed.
@@ -68,29 +86,20 @@ def counts(progress: list[RunProgress]) -> dict[Status, int]:
     return out
 
 
-def mean_length_s(progress: list[RunProgress]) -> float | None:
-    """The mean wall time of the finished runs, first logged step to final.json (None: none)."""
-    lengths = [p.ended - p.started for p in progress if p.ended is not None and p.started is not None]
-    return sum(lengths) / len(lengths) if lengths else None
-
-
-def overall_eta_s(progress: list[RunProgress], now: float | None = None) -> float | None:
-    """A rough ETA for the table: what is left in the running runs, plus each pending run at
-    the mean length of the finished runs (before any has finished: of the training seen so
-    far), spread over as many runs at once as run now. Process start-up is not counted."""
-    now = time.time() if now is None else now
+def overall_eta_s(progress: list[RunProgress]) -> float | None:
+    """A rough ETA for the table: what is left in the running runs (a typical run's length, for
+    one that has logged no step yet), plus each pending run at a typical run's length
+    (:func:`typical_length_s`), spread over as many runs at once as run
+    now. Process start-up is not counted."""
     running = [p for p in progress if p.status == Status.RUNNING]
     pending = [p for p in progress if p.status in (Status.PENDING, Status.NEW)]
     if not running and not pending:
         return 0.0
-    mean = mean_length_s(progress)
-    if mean is None:
-        trained = [p.total_steps * p.sec_per_iter for p in progress if p.total_steps and p.sec_per_iter]
-        mean = sum(trained) / len(trained) if trained else None
-    if mean is None:
+    typical = typical_length_s(progress)
+    lefts = [run_left_s(p, progress) for p in running]
+    if typical is None and (pending or None in lefts):
         return None
-    lefts = [run_left_s(p, mean_length_s(progress), now) for p in running]
-    left = sum(mean if v is None else v for v in lefts) + len(pending) * mean
+    left = sum(typical if v is None else v for v in lefts) + len(pending) * (typical or 0.0)
     return left / max(1, len(running))
 
 
@@ -123,21 +132,19 @@ def summary_line(name: str, progress: list[RunProgress], *, detail: bool = False
     line = (f"{name}: {c[Status.DONE]}/{len(progress)} done, {c[Status.RUNNING]} running, "
             f"{c[Status.PENDING]} pending, {c[Status.FAILED]} failed; ETA {fmt_duration(overall_eta_s(progress))}")
     if detail:
-        mean, now = mean_length_s(progress), time.time()
         for p in progress:
             if p.status == Status.RUNNING:
                 step = "-" if p.step is None else f"{p.step}/{p.total_steps if p.total_steps is not None else '?'}"
-                line += f" | {p.run_id} {step} ETA {fmt_duration(run_left_s(p, mean, now))}"
+                line += f" | {p.run_id} {step} ETA {fmt_duration(run_left_s(p, progress))}"
     return line
 
 
 def block_lines(name: str, progress: list[RunProgress]) -> list[str]:
     """The terminal block: the summary line, then one bar per running run."""
     lines = [summary_line(name, progress)]
-    mean, now = mean_length_s(progress), time.time()
     for p in progress:
         if p.status == Status.RUNNING:
-            lines.append(f"  {p.run_id:<40} {_bar(p)} {run_figures(p, run_left_s(p, mean, now))}")
+            lines.append(f"  {p.run_id:<40} {_bar(p)} {run_figures(p, run_left_s(p, progress))}")
     return lines
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..grid import Table, expand
 from ..rundir import RunDir, Scheduler, Status, run_states
-from .progress import RunProgress, fmt_duration, read_progress, summary_line
+from .progress import RunProgress, fmt_duration, read_progress, run_left_s, summary_line
 from .slurm import slurm_states
 
 STATUS_HEADER = (f"{'run':<40} {'status':<9} {'SLURM':<11} {'job':<12} {'step':>11} {'loss':>9} {'s/step':>7} "
@@ -31,12 +31,12 @@ def status_lines(progress: list[tuple[RunProgress, str]]) -> list[str]:
     """One line per run of :func:`status_progress`, under ``STATUS_HEADER``: status, SLURM state
     and job id, the last step of total steps, loss and seconds per step (from metrics.jsonl),
     the run's ETA, and why a run failed, was cancelled or is corrupt."""
-    lines = []
+    lines, every = [], [p for p, _ in progress]
     for p, scheduler in progress:
         step = "-" if p.step is None else f"{p.step}/{p.total_steps if p.total_steps is not None else '?'}"
         loss = "-" if p.loss is None else f"{p.loss:.4f}"
         spi = "-" if p.sec_per_iter is None else f"{p.sec_per_iter:.3f}"
-        eta = fmt_duration(p.eta_s) if p.status == Status.RUNNING else "-"
+        eta = fmt_duration(run_left_s(p, every)) if p.status == Status.RUNNING else "-"
         lines.append(f"{p.run_id:<40} {p.status:<9} {scheduler} {step:>11} {loss:>9} {spi:>7} {eta:>6}  "
                      f"{p.error or ''}".rstrip())
     return lines

@@ -53,6 +53,28 @@ def test_counts_eta_and_summary_line():
     assert progress.summary_line("t", RUNS, detail=True).endswith("| b-s0 1/4 ETA 0m02s | c-s0 - ETA ?")
 
 
+def test_eta_reads_how_long_finished_runs_took_not_their_pauses(tmp_path):
+    """A campaign spans sessions: a finished run that was paused for 10 hours and resumed took
+    its steps at its pace and its probes, not the 10 hours between its first and last line."""
+    from repro.rundir import RunDir, RunState, Status
+
+    done = RunDir(tmp_path / "done")
+    done.path.mkdir()
+    done.metrics.write_text("".join(json.dumps({"step": s, "total_steps": 100, "sec_per_iter": 1.0, "time": t}) + "\n"
+                                    for s, t in ((10, 0.0), (50, 40.0), (60, 36_000.0), (100, 36_040.0))))
+    done.write_final({"steps": 100, "sec_per_iter": 1.0, "probe_wall_s": 20.0, "top1": 50.0})
+    p = progress.read_progress("done-s0", done, RunState(Status.DONE))
+    assert (p.length_s, p.probe_s) == (120.0, 20.0)
+    # A slow outlier (its attempt shared the cores) does not set the typical length: the median.
+    slow = RunProgress("slow-s0", "done", length_s=3_000.0, probe_s=20.0)
+    fast = RunProgress("fast-s0", "done", length_s=100.0, probe_s=20.0)
+    running = RunProgress("r-s0", "running", 70, 100, 1.0, 1.0)
+    table = [p, slow, fast, running, RunProgress("n-s0", "new"), RunProgress("m-s0", "pending")]
+    assert progress.typical_length_s(table) == 120.0
+    assert progress.run_left_s(running, table) == 30.0 + 20.0  # its training left, and the probes
+    assert progress.overall_eta_s(table) == 50.0 + 2 * 120.0
+
+
 def test_terminal_block_is_redrawn_in_place():
     out = FakeTerminal()
     view = LiveView("t01/smoke", out)
