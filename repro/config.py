@@ -479,7 +479,7 @@ def _unread_key(cls, data: dict, path: str = "") -> str | None:
     return None
 
 
-def _has_key(cls, dotted: str) -> bool:
+def has_key(cls, dotted: str) -> bool:
     """Whether dataclass ``cls`` has the field ``dotted`` (``train.world_size``)."""
     for part in dotted.split("."):
         fields = _fields(cls) if dataclasses.is_dataclass(cls) else {}
@@ -515,7 +515,7 @@ def load_config(data: dict) -> RunConfig:
         raise ConfigError(f"task: expected one of {', '.join(repr(t) for t in TASKS)}, got {task!r}")
     cls = TASK_CONFIGS[task]
     unread = _unread_key(cls, data)
-    readers = [t for t, other in TASK_CONFIGS.items() if unread is not None and _has_key(other, unread)]
+    readers = [t for t, other in TASK_CONFIGS.items() if unread is not None and has_key(other, unread)]
     if readers:
         moved = MOVED.get((task, unread))
         raise ConfigError(f"{unread}: task {task!r} does not read this key (read by {', '.join(readers)}); "

@@ -33,7 +33,9 @@ A claim is ``supported`` when all its conditions hold, ``not supported`` when an
 ``inconclusive`` otherwise, and ``not run`` when a row it needs has no result at that
 profile. A claim with a premise (``premise:`` in the claims file, e.g. "there is a gap to
 close") is ``not applicable`` where the premise does not hold beyond its interval: its check
-would test something the paper never claims. At a reduced scale an accuracy claim of a pre-training table first passes a
+would test something the paper never claims; so is a claim whose check the design of the runs
+at a profile does not allow (``applies_when:``, read from the rows' configs: Synced BN's cost is
+communication between processes, and emulated devices in one process have none). At a reduced scale an accuracy claim of a pre-training table first passes a
 learning-signal gate: every trained row it uses must beat the table's ``random-init``
 control row (same model and seed, no optimizer step, probed the same way) by more than the
 noise, paired over seeds; otherwise, or when no control ran at that profile, the verdict is
@@ -56,7 +58,7 @@ from typing import Literal
 
 import pandas as pd
 
-from ..config import ConfigError, from_dict, load_yaml
+from ..config import ConfigError, PretrainConfig, from_dict, has_key, load_yaml
 from ..grid import TABLES_DIR, Table, load_table
 from ..rundir import Status
 from . import stats
@@ -91,6 +93,17 @@ class Check:
 
 
 @dataclass(frozen=True)
+class AppliesWhen:
+    """What a check takes for granted of the runs' design, read from the configs of its rows at a
+    profile (not from their results): e.g. Synced BN's cost is communication between processes,
+    which a profile that emulates every device in one process does not have."""
+
+    key: str  # a dotted config key of a pre-training run, e.g. train.world_size
+    at_least: float
+    why: str  # what the check needs, said so a reader sees why it cannot be read elsewhere
+
+
+@dataclass(frozen=True)
 class Claim:
     id: str
     where: str  # section, table, figure
@@ -104,6 +117,9 @@ class Claim:
     # What the check takes for granted (e.g. a gap to close): where it does not hold beyond its
     # interval, the claim is "not applicable" there instead of being checked.
     premise: Contrast | None = None
+    # What the check takes for granted of the design: where a row's config falls short, the claim
+    # is "not applicable" there, whatever the results.
+    applies_when: AppliesWhen | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +194,10 @@ def _validate(claim: Claim, where: str, table: Table) -> None:
     if claim.metric not in table.columns:
         raise ConfigError(f"{where}.metric: {claim.metric!r} is not a column of {claim.table} "
                           f"({', '.join(table.columns)})")
+    if claim.applies_when is not None:
+        if not has_key(PretrainConfig, claim.applies_when.key):
+            raise ConfigError(f"{where}.applies_when.key: {claim.applies_when.key!r} is not a key of a "
+                              "pre-training run's config (e.g. train.world_size)")
     for profile, mapping in claim.rows_at.items():
         if profile not in table.profiles:
             raise ConfigError(f"{where}.rows_at.{profile}: table {claim.table} has no such profile")
@@ -452,6 +472,30 @@ def needs_control(table: Table, profile: str, metric: str) -> bool:
     return bool(runs) and all(r.config.task == "pretrain" for r in runs)
 
 
+def out_of_scope(claim: Claim, table: Table, profile: str) -> str | None:
+    """Why ``claim``'s check cannot be read at ``profile`` by the design of its runs (its
+    ``applies_when`` against the configs of the rows it uses there), or None when it can."""
+    need = claim.applies_when
+    if need is None or profile not in table.profiles:
+        return None
+    from ..grid import expand
+
+    mapping = claim.rows_at.get(profile, {})
+    rows = {mapping.get(r, r) for r in claim_rows(claim)}
+    short = {}
+    for run in expand(table, profile):
+        if run.row in rows:
+            value = run.config
+            for part in need.key.split("."):
+                value = getattr(value, part)
+            if value < need.at_least:
+                short.setdefault(run.row, value)
+    if not short:
+        return None
+    said = ", ".join(f"{row} {value}" for row, value in sorted(short.items()))
+    return f"its premise does not hold in this design: {need.why} ({need.key} is {said} at this profile)"
+
+
 def learning_signal(rows: list[str], values: Values) -> list[SignalResult]:
     """Each measured trained row of ``rows`` against the control (which must be in ``values``)."""
     control = values[CONTROL_ROW]
@@ -477,12 +521,14 @@ def _below(r: ConditionResult) -> str:
 
 
 def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = None, *,
-             paper: Values | None = None, gate: bool = False) -> Verdict:
+             paper: Values | None = None, gate: bool = False, scope: str | None = None) -> Verdict:
     """The verdict of ``claim`` on ``values`` (one table, one profile, one metric).
 
     ``paper``: the paper's values of the claim's rows, for each condition's paper margin (the
     minimum detectable effect is compared with it). ``gate``: apply the learning-signal gate
-    (reduced-scale accuracies, see :func:`needs_control`)."""
+    (reduced-scale accuracies, see :func:`needs_control`). ``scope``: why the design of the runs
+    at this profile does not allow the check (:func:`out_of_scope`); the verdict is then
+    ``not applicable``, whatever the values."""
     metric = metric or claim.metric
     mapping = claim.rows_at.get(profile, {})
     raw = conditions(claim)
@@ -493,6 +539,8 @@ def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = No
     evidence = [values[r] for r in used if r in values]
     outcomes = [r.outcome for r in results]
     signal = None
+    if scope is not None:
+        return Verdict(claim, profile, metric, "not applicable", scope, results, evidence, dict(mapping), noise)
     if "not run" in outcomes:
         missing = sorted({m for r in results for m in r.missing})
         verdict, reason = "not run", f"no result for {', '.join(missing)} at this scale"

@@ -31,7 +31,7 @@ from . import figures as fig3
 from .provenance import runs_provenance
 from .curves import draw_curves
 from .claims import (CLAIMS_FILE, CONTROL_ROW, VERDICTS, Claim, Verdict, evaluate, load_claims,
-                     measured_values, needs_control, paper_values)
+                     measured_values, needs_control, out_of_scope, paper_values)
 from .collect import (collect, display_frame, fmt, output_stem, summarise, write_if_changed,
                       write_table_files)
 
@@ -125,7 +125,8 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
             runs = tr.runs if tr is not None else pd.DataFrame(columns=["row", "seed", "status"])
             at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile,
                                            paper=paper_values(table, claim.metric),
-                                           gate=needs_control(table, profile, claim.metric))
+                                           gate=needs_control(table, profile, claim.metric),
+                                           scope=out_of_scope(claim, table, profile))
             seeds_in = runs.loc[runs["status"] == Status.DONE, "seed"].nunique()
             planned = len(table.profiles[profile].seeds)
             if 0 < seeds_in < planned:
@@ -135,7 +136,8 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
                 # the paper gives no kNN numbers: the margins the MDE is compared with are its top-1 margins
                 knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second,
                                         paper=paper_values(table, claim.metric),
-                                        gate=needs_control(table, profile, second))
+                                        gate=needs_control(table, profile, second),
+                                        scope=out_of_scope(claim, table, profile))
         out.append(ClaimVerdicts(claim, table, paper, at_profile, knn, interim))
     return out
 

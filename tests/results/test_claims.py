@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from repro.results.claims import (Claim, Check, Contrast, evaluate, load_claims, measured_values, paper_values, pooled_std,
+from repro.results.claims import (Claim, Check, Contrast, evaluate, load_claims, measured_values, out_of_scope,
+                                  paper_values, pooled_std,
                           conditions)
 from repro.config import ConfigError
 from repro.grid import expand, load_table
@@ -32,7 +33,8 @@ def verdict_of(claim_id, root, profile, metric=None):
     claim = next(c for c in load_claims().claims if c.id == claim_id)
     table = load_table(claim.table)
     metric = metric or claim.metric
-    return evaluate(claim, measured_values(table, profile, collect(table, profile, root), metric), profile, metric)
+    return evaluate(claim, measured_values(table, profile, collect(table, profile, root), metric), profile, metric,
+                    scope=out_of_scope(claim, table, profile))
 
 
 T1_BASE = {"syncbn-syncbn": [93.0, 93.2], "bn-syncbn": [92.0, 92.2], "syncbn-bn": [91.0, 91.2],
@@ -160,6 +162,11 @@ def test_claims_file_errors_name_the_claim_and_the_fix(tmp_path):
     bad.write_text("claims:\n  - {id: x, where: w, quote: q, table: t01, metric: top9,\n"
                    "     check: {kind: margin, better: bn-mbn, than: [bn-bn]}}\n")
     with pytest.raises(ConfigError, match="'top9' is not a column of t01"):
+        load_claims(bad)
+    bad.write_text("claims:\n  - {id: x, where: w, quote: q, table: t01, metric: sec_per_iter,\n"
+                   "     applies_when: {key: train.world, at_least: 2, why: w},\n"
+                   "     check: {kind: ratio, num: syncbn-syncbn, den: bn-bn, at_least: 1.5}}\n")
+    with pytest.raises(ConfigError, match=r"applies_when.key: 'train.world' is not a key"):
         load_claims(bad)
 
 
@@ -398,6 +405,26 @@ def test_a_check_whose_premise_does_not_hold_is_not_applicable(tmp_path):
     write_runs(tmp_path / "gap", "t01", "cpu", {**T1_BASE, "syncbn-bn": [89.5, 89.7]})
     v = verdict_of("one-stable-side-suffices", tmp_path / "gap", "cpu")
     assert v.verdict == "not supported" and v.premise.outcome == "holds"
+
+
+def test_a_speed_claim_about_communication_is_not_applicable_in_one_process(tmp_path):
+    """Synced BN (and shuffling BN) cost communication between processes. Where every device of
+    a run is emulated in one process (cpu-8x4, paper-1x64) there is none, so "Synced BN is slower"
+    reads `not applicable`, with the reason, never `not supported`; with 2 processes (cpu) the
+    same times are read and fail."""
+    spi = {"syncbn-syncbn": [0.300, 0.302, 0.301], "bn-bn": [0.301, 0.300, 0.302]}
+    for profile in ("cpu-8x4", "paper-1x64", "cpu"):
+        write_runs(tmp_path / profile, "t01", profile, spi, metric="sec_per_iter")
+    for profile in ("cpu-8x4", "paper-1x64"):
+        v = verdict_of("syncbn-slow", tmp_path / profile, profile)
+        assert v.verdict == "not applicable"
+        assert "communication between processes" in v.reason
+        assert "train.world_size is bn-bn 1, syncbn-syncbn 1 at this profile" in v.reason
+    assert verdict_of("syncbn-slow", tmp_path / "cpu", "cpu").verdict == "not supported"
+    # Momentum BN's speed needs no communication to be read: it is checked in one process too.
+    assert verdict_of("mbn-as-fast-as-bn", tmp_path / "cpu-8x4", "cpu-8x4").verdict == "not run"
+    claim = next(c for c in load_claims().claims if c.id == "moco-mbn-faster")
+    assert out_of_scope(claim, load_table("t03"), "local") is None  # 2 processes
 
 
 def test_a_paper_protocol_on_emulated_devices_is_read_at_paper_scale(tmp_path):
