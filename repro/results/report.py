@@ -123,21 +123,20 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
                 at_profile[profile] = None  # the table has no such scale
                 continue
             runs = tr.runs if tr is not None else pd.DataFrame(columns=["row", "seed", "status"])
+            scope = out_of_scope(claim, table, profile)
             at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile,
                                            paper=paper_values(table, claim.metric),
-                                           gate=needs_control(table, profile, claim.metric),
-                                           scope=out_of_scope(claim, table, profile))
+                                           gate=needs_control(table, profile, claim.metric), scope=scope)
             seeds_in = runs.loc[runs["status"] == Status.DONE, "seed"].nunique()
             planned = len(table.profiles[profile].seeds)
-            if 0 < seeds_in < planned:
+            if 0 < seeds_in < planned and scope is None:  # the design's verdict waits for no seed
                 interim[profile] = (seeds_in, planned)
             second = SECONDARY.get(claim.metric)
             if second and not table.is_paper_scale(profile) and tr is not None:
                 # the paper gives no kNN numbers: the margins the MDE is compared with are its top-1 margins
                 knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second,
                                         paper=paper_values(table, claim.metric),
-                                        gate=needs_control(table, profile, second),
-                                        scope=out_of_scope(claim, table, profile))
+                                        gate=needs_control(table, profile, second), scope=scope)
         out.append(ClaimVerdicts(claim, table, paper, at_profile, knn, interim))
     return out
 
