@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from ..config import ConfigError
-from ..data.datasets import DatasetNotFound, check_available
+from ..data.datasets import DatasetNotFound, check_available, dataset_info
 from ..grid import Run, expand, load_table, with_overrides
 from ..models.backbones import model_from_config
 from .cost import estimate, pretrain_images
@@ -82,6 +82,16 @@ def memory_estimate(model, saved_bytes: int, step_images: int, process_images: i
     return (saved_bytes * process_images / step_images + weights + 2 * student) / 2**30
 
 
+def _pretrain_images(cfg) -> int | None:
+    """Images of the row's pre-training split: as published (SPEC §4), or, for built-in data,
+    as its builder makes them (its size is not published; building it takes a second)."""
+    images = pretrain_images(cfg.data.dataset)
+    info = dataset_info(cfg.data.dataset)
+    if images is None and info.built_in:
+        images = len(info.build(None, info.splits[0], cfg.data.image_size))
+    return images
+
+
 def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) -> dict:
     """The figures of one pre-training row, after one real step; raises PreflightError.
 
@@ -91,7 +101,7 @@ def check_row(run: Run, *, data_root: str | None = None, probe_images: int = 2) 
     try:
         if data_root is not None:
             check_available(cfg.data.dataset, data_root)
-        images = pretrain_images(cfg.data.dataset)
+        images = _pretrain_images(cfg)
         spe = steps_per_epoch(images, cfg.train.global_batch_size) if images else None
         schedule = schedule_for(cfg, spe) if spe else None
         size = cfg.data.image_size
@@ -354,6 +364,15 @@ def check_transfer_row(run: Run, *, data_root: str | None = None) -> dict:
     return {"row": run.row, "task": run.config.task, "backbone": source, **fig}
 
 
+def _steps(total: int | None, warmup: int | None, max_steps: int | None) -> str:
+    """``steps 4,680 (warm-up 156)``; a row cut by ``train.max_steps`` says so (the schedules still
+    span all its epochs)."""
+    if total is None:
+        return "steps unknown (the dataset's size is not known before its files are read)"
+    said = f"steps {total:,} (warm-up {warmup:,})"
+    return said if max_steps is None or max_steps >= total else f"{max_steps:,} of a schedule's {said}"
+
+
 def _describe_transfer(fig: dict) -> str:
     if fig["task"] == "finetune":
         return (f"{fig['row']}: backbone from {fig['backbone']} loads; one fine-tuning step of {fig['micro_batch']} "
@@ -367,19 +386,23 @@ def _describe_transfer(fig: dict) -> str:
 
 def preflight(table_name: str, profile: str, *, data_root: str | None = None, loop: bool = True,
               out=print) -> list[dict]:
-    """Check every pre-training row of ``table_name`` at ``profile``; print its figures per row.
+    """Check every row of ``table_name`` at ``profile`` once (its first seed: the seeds of a row
+    share its shapes and schedules); print its figures.
 
     ``loop``: also run each row through the 2-process loop and the probe pass (:func:`check_loop`).
     """
     table = load_table(table_name)
-    runs = expand(table, profile)
+    first: dict[str, Run] = {}
+    for run in expand(table, profile):
+        first.setdefault(run.row, run)
+    runs = list(first.values())
     if data_root is not None:
         runs = [with_overrides(r, {"data": {"root": data_root}}) for r in runs]
     costs = {c.run_id: c for c in estimate(table, runs)}
     rows = []
     source = f"the files under {data_root}" if data_root else "generated files in the real format"
     pretraining = any(r.config.task == "pretrain" for r in runs)
-    out(f"preflight {table.name} --profile {profile}: {len(runs)} runs"
+    out(f"preflight {table.name} --profile {profile}: {len(runs)} rows"
         + (f"; each pre-training row: one step here, then {LOOP_STEPS} steps of {LOOP_PROCESSES} gloo processes on "
            f"{source} and a probe pass" if loop and pretraining else ""))
     for run in runs:
@@ -394,7 +417,7 @@ def preflight(table_name: str, profile: str, *, data_root: str | None = None, lo
         fig["gpu_hours"] = cost.gpu_hours
         hours = f"{cost.gpu_hours:,.1f} GPU-h" if cost.gpu_hours is not None else "cost unknown"
         out(f"  {fig['row']}: global batch {fig['global_batch']:,} ({fig['per_process']}), peak lr {fig['peak_lr']:.4g}, "
-            f"m_base {fig['m_base']:.4g}, steps {fig['total_steps']:,} (warm-up {fig['warmup_steps']:,}), "
+            f"m_base {fig['m_base']:.4g}, {_steps(fig['total_steps'], fig['warmup_steps'], run.config.train.max_steps)}, "
             f"student {fig['params_student'] / 1e6:.2f} M parameters, {hours}, "
             f"about {fig['process_memory_gib']:.1f} GiB per process (activations + weights, estimated)")
         if loop:

@@ -112,3 +112,19 @@ def test_a_transfer_row_whose_backbone_does_not_fit_fails_in_one_line():
         check_transfer_row(run)
     msg = str(e.value)
     assert "row ours-300-1pct" in msg and "does not fit" in msg and "\n" not in msg
+
+
+def test_a_reduced_profile_on_built_in_data_counts_its_images_and_checks_each_row_once():
+    """Built-in data has no published size: the steps come from the images its builder makes
+    (mnist5k: 5,000 / 32 = 156 steps an epoch, 30 epochs), and a row's seeds are checked once."""
+    from repro.launch.preflight import preflight
+
+    said: list[str] = []
+    figs = preflight("t01", "cpu-8x4", loop=False, out=said.append)
+    assert [f["row"] for f in figs] == list(dict.fromkeys(r.row for r in expand(load_table("t01"), "cpu-8x4")))
+    assert said[0].startswith(f"preflight t01 --profile cpu-8x4: {len(figs)} rows") and len(figs) == 9
+    bn = next(f for f in figs if f["row"] == "bn-bn")
+    assert (bn["global_batch"], bn["per_process"], bn["total_steps"]) == (32, "1 x 8 devices x 4", 4680)
+    assert "cost unknown" in said[1] and said[-1].endswith("OK (9 rows checked)")
+    control = next(line for line in said if line.startswith("  random-init:"))
+    assert "0 of a schedule's steps 4,680 (warm-up 156)" in control  # never stepped: train.max_steps 0
