@@ -89,8 +89,8 @@ def counts(progress: list[RunProgress]) -> dict[Status, int]:
 def overall_eta_s(progress: list[RunProgress]) -> float | None:
     """A rough ETA for the table: what is left in the running runs (a typical run's length, for
     one that has logged no step yet), plus each pending run at a typical run's length
-    (:func:`typical_length_s`), spread over as many runs at once as run
-    now. Process start-up is not counted."""
+    (:func:`typical_length_s`), spread over as many runs at once as run now. Process start-up is
+    not counted."""
     running = [p for p in progress if p.status == Status.RUNNING]
     pending = [p for p in progress if p.status in (Status.PENDING, Status.NEW)]
     if not running and not pending:

@@ -35,10 +35,10 @@ profile. A claim with a premise (``premise:`` in the claims file, e.g. "there is
 close") is ``not applicable`` where the premise does not hold beyond its interval: its check
 would test something the paper never claims; so is a claim whose check the design of the runs
 at a profile does not allow (``applies_when:``, read from the rows' configs: Synced BN's cost is
-communication between processes, and emulated devices in one process have none). At a reduced scale an accuracy claim of a pre-training table first passes a
-learning-signal gate: every trained row it uses must beat the table's ``random-init``
-control row (same model and seed, no optimizer step, probed the same way) by more than the
-noise, paired over seeds; otherwise, or when no control ran at that profile, the verdict is
+communication between processes, and emulated devices in one process have none). At a reduced
+scale an accuracy claim of a pre-training table first passes a learning-signal gate: every
+trained row it uses must beat the table's ``random-init`` control row (same model and seed, no
+optimizer step, probed the same way) by more than the noise, paired over seeds; otherwise, or when no control ran at that profile, the verdict is
 ``no learning signal`` and no ordering is read from the rows.
 
 Values come from two sources, never mixed silently: *measured* (``final.json`` of runs,
@@ -59,7 +59,7 @@ from typing import Literal
 import pandas as pd
 
 from ..config import ConfigError, PretrainConfig, from_dict, has_key, load_yaml
-from ..grid import TABLES_DIR, Table, load_table
+from ..grid import TABLES_DIR, Table, expand, load_table
 from ..rundir import Status
 from . import stats
 from .stats import Interval, mde_in_se, sample_sd  # noqa: F401  (re-exported: the claims' intervals)
@@ -466,8 +466,6 @@ def needs_control(table: Table, profile: str, metric: str) -> bool:
     accuracies of pre-training tables."""
     if table.is_paper_scale(profile) or metric in TIME_METRICS or profile not in table.profiles:
         return False
-    from ..grid import expand
-
     runs = expand(table, profile)
     return bool(runs) and all(r.config.task == "pretrain" for r in runs)
 
@@ -478,8 +476,6 @@ def out_of_scope(claim: Claim, table: Table, profile: str) -> str | None:
     need = claim.applies_when
     if need is None or profile not in table.profiles:
         return None
-    from ..grid import expand
-
     mapping = claim.rows_at.get(profile, {})
     rows = {mapping.get(r, r) for r in claim_rows(claim)}
     short = {}
