@@ -26,7 +26,9 @@
 #                                    skipped, so it resumes), then make cpu-report.
 #                                    Earlier designs: CPU_PROFILE=cpu-mnist CPU_TABLES=t01, or
 #                                    CPU_PROFILE=cpu CPU_TABLES="t01 t06 t04"
-#   make cpu-report                  results/cpu/report/ from the committed run records (seconds)
+#   make cpu-report                  results/cpu/report/ from the committed run records (seconds),
+#                                    and results/cpu/variance-check.md (does the paper's biased
+#                                    variance change the Momentum BN rows at cpu-8x4?)
 #   make precision-check             bf16 + channels_last against fp32 at cpu-mnist, paired by seed:
 #                                    runs t01 at cpu-mnist-bf16 (2 rows, about 20 minutes a seed),
 #                                    writes results/cpu/precision-check.md
@@ -59,6 +61,8 @@ CPU_RUNS = results/cpu
 CPU_PROFILE ?= cpu-8x4
 CPU_TABLES ?= t01 t04 t06
 CPU_PROFILES = cpu cpu-mnist cpu-8x4
+# Table 1's Momentum BN rows at cpu-8x4 against the same rows with the paper's biased variance.
+VARIANCE_PAIRS = --variant bn-mbn:bn-mbn-biased --variant syncbn-mbn:syncbn-mbn-biased
 
 .PHONY: record-table1 preflight curves report cpu-report cpu-evidence precision-check slurm-up slurm-down install test test-all status tables figure3 bench bench-gpu transfer-coco transfer-lvis $(addprefix table,$(TABLES) $(TRANSFER))
 
@@ -139,6 +143,7 @@ record-table1: $(STAMP)
 
 cpu-report: $(STAMP)
 	$(REPRO) report --runs $(CPU_RUNS) $(addprefix --profile ,$(CPU_PROFILES)) --out $(CPU_RUNS)/report
+	$(REPRO) compare t01 --profile cpu-8x4 $(VARIANCE_PAIRS) --runs $(CPU_RUNS) --out $(CPU_RUNS)/variance-check.md > /dev/null
 
 precision-check: $(STAMP)
 	$(REPRO) run t01 --profile cpu-mnist-bf16 --cluster local --runs $(CPU_RUNS) --out $(CPU_RUNS)/tables

@@ -11,6 +11,7 @@
     python -m repro list
     python -m repro preflight t01 --profile paper [--data-root /data/stl10]
     python -m repro compare t01 --profile cpu-mnist --against cpu-mnist-bf16 --runs results/cpu
+    python -m repro compare t01 --profile cpu-8x4 --variant bn-mbn:bn-mbn-biased --runs results/cpu
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--data-root", default=None, help="dataset folder to check (STL10 / ImageNet profiles)")
     pre.add_argument("--no-loop", action="store_true",
                      help="only build, price and step each row once (skip the 2-process loop and the probe pass)")
-    cmp = sub.add_parser("compare", help="the same rows at two profiles, paired by seed (e.g. bf16 against fp32)")
+    cmp = sub.add_parser("compare", help="runs that differ by one option, paired by seed: the same rows at two "
+                                         "profiles (bf16 against fp32), or rows against their variants")
     _common(cmp)
-    cmp.add_argument("--against", required=True, help="the profile compared with --profile (the base)")
+    which = cmp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--against", help="the profile compared with --profile (the base)")
+    which.add_argument("--variant", action="append", metavar="ROW:VARIANT",
+                       help="a row of --profile and the row that differs from it by one setting "
+                            "(repeat for several), e.g. bn-mbn:bn-mbn-biased")
     cmp.add_argument("--out", default=None, help="also write the comparison (markdown) to this file")
     args = parser.parse_args(argv)
     try:
@@ -106,10 +112,20 @@ def _cmd_preflight(args) -> int:
 def _cmd_compare(args) -> int:
     from .grid import load_table
     from .launch import slurm
-    from .results.compare import compare_profiles
+    from .results.compare import compare_profiles, compare_variants
 
-    print(compare_profiles(load_table(args.table), args.profile, args.against, args.runs, out=args.out,
-                           scheduler=slurm.slurm_states), end="")
+    table = load_table(args.table)
+    if args.against is not None:
+        text = compare_profiles(table, args.profile, args.against, args.runs, out=args.out,
+                                scheduler=slurm.slurm_states)
+    else:
+        pairs = [v.split(":") for v in args.variant]
+        bad = next((v for v, p in zip(args.variant, pairs) if len(p) != 2 or not all(p)), None)
+        if bad is not None:
+            raise ConfigError(f"--variant {bad!r}: expected ROW:VARIANT, e.g. bn-mbn:bn-mbn-biased")
+        text = compare_variants(table, args.profile, dict(pairs), args.runs, out=args.out,
+                                scheduler=slurm.slurm_states)
+    print(text, end="")
     if args.out:
         print(f"written: {args.out}")
     return 0

@@ -1,11 +1,18 @@
-"""The same rows of one table at two profiles, paired seed by seed: does an option change them?
+"""Runs that differ by one option, paired seed by seed: does the option change the results?
 
-A speed option (``train.precision: bf16`` with ``train.channels_last``) may be adopted for a
-reduced-scale profile only if it leaves the results equivalent (below). The check runs
-some rows of the table at a second profile that differs from the first by that option alone,
-with the same seeds. A row's run at one seed starts from the same weights and sees the same
-data order and augmentations at both profiles, so each (row, seed) pair differs only by the
-option: d = value(other) - value(base).
+Two kinds of pairs, one analysis:
+
+- the same rows of one table at two profiles (:func:`compare`): a speed option
+  (``train.precision: bf16`` with ``train.channels_last``) may be adopted for a reduced-scale
+  profile only if it leaves the results equivalent (below); the second profile differs from the
+  first by that option alone, with the same seeds;
+- rows of one profile against their variants (:func:`compare_rows`), rows that differ by one
+  setting, e.g. Table 1's Momentum BN rows with the paper's biased variance against the
+  authors' code's convention (``model.variance``): does the convention matter at a device
+  batch of 4?
+
+A run at one seed starts from the same weights and sees the same data order and augmentations
+on both sides, so each (row, seed) pair differs only by the option: d = value(other) - value(base).
 
 For each accuracy metric, over all pairs (n of them, every row's option effect taken as one):
 
@@ -141,20 +148,51 @@ def interactions(ps: list[Pair]) -> tuple[Interaction, ...]:
     return tuple(out)
 
 
+def _check_profile(table: Table, profile: str) -> None:
+    if profile not in table.profiles:
+        raise ConfigError(f"unknown profile {profile!r} for table {table.name}; choose one of {', '.join(table.profiles)}")
+
+
 def compare(table: Table, base: str, other: str, runs_root: str | Path,
             scheduler: Scheduler | None = None) -> list[Comparison]:
     """Every accuracy metric and seconds per step of ``other`` against ``base``, paired."""
     for p in (base, other):
-        if p not in table.profiles:
-            raise ConfigError(f"unknown profile {p!r} for table {table.name}; choose one of {', '.join(table.profiles)}")
+        _check_profile(table, p)
     if base == other:
         raise ConfigError(f"compare {table.name}: --profile and --against are both {base!r}; give two profiles")
-    fb, fo = collect(table, base, runs_root, scheduler), collect(table, other, runs_root, scheduler)
+    fb = collect(table, base, runs_root, scheduler)
+    return _comparisons(table, base, fb, fb, collect(table, other, runs_root, scheduler))
+
+
+def compare_rows(table: Table, profile: str, variants: dict[str, str], runs_root: str | Path,
+                 scheduler: Scheduler | None = None) -> list[Comparison]:
+    """Every accuracy metric and seconds per step of each variant row against its base row
+    (``variants``: base row -> variant row) at ``profile``, paired by seed; a pair is named by
+    its base row."""
+    _check_profile(table, profile)
+    ids = [r.id for r in table.rows]
+    for base, other in variants.items():
+        for row in (base, other):
+            if row not in ids:
+                raise ConfigError(f"compare {table.name}: no row {row!r} in the table; its rows: {', '.join(ids)}")
+        if base == other:
+            raise ConfigError(f"compare {table.name}: row {base!r} against itself; give a base row and its variant")
+    frame = collect(table, profile, runs_root, scheduler)
+    fb = frame[frame["row"].isin(list(variants))]
+    fo = frame[frame["row"].isin(list(variants.values()))].assign(
+        row=lambda f: f["row"].map({o: b for b, o in variants.items()}))
+    return _comparisons(table, profile, frame, fb, fo)
+
+
+def _comparisons(table: Table, profile: str, frame: pd.DataFrame, fb: pd.DataFrame,
+                 fo: pd.DataFrame) -> list[Comparison]:
+    """The analysis of the module over the pairs of ``fb`` (base) and ``fo`` (other); the noise is
+    that of ``frame``'s trained rows at ``profile``."""
     out = []
     for metric in ACCURACY_METRICS:
         ps = pairs(fb, fo, metric)
         est, low, high, low90, high90, outcome = _judged([p.other - p.base for p in ps])
-        trained = {r: v for r, v in measured_values(table, base, fb, metric).items() if r != CONTROL_ROW}
+        trained = {r: v for r, v in measured_values(table, profile, frame, metric).items() if r != CONTROL_ROW}
         noise = pooled_std(trained)
         out.append(Comparison(metric, tuple(ps), est, low, high, noise, outcome, low90, high90, EQUIVALENCE_MARGIN,
                               interactions(ps)))
@@ -168,12 +206,26 @@ def _ratio(x: float | None) -> str:
     return "-" if x is None else f"{math.exp(x):.2f}x"
 
 
-def report(table: Table, base: str, other: str, results: list[Comparison]) -> str:
-    """Markdown: the per-pair values, then one line per metric with its outcome."""
-    lines = [f"# {table.name}: profile `{other}` against `{base}`, paired by seed", "",
-             f"`{other}`: {' '.join(table.profiles[other].description.split())}", "",
-             "Each pair is one row and seed run at both profiles (same initial weights, data order and "
-             "augmentations). Accuracies: the mean difference with its 95% interval and its 90% interval "
+def report(table: Table, base: str, other: str, results: list[Comparison], *,
+           variants: dict[str, str] | None = None) -> str:
+    """Markdown: one line per metric with its outcome, the interactions, then the per-pair values.
+    ``base`` and ``other``: two profiles; with ``variants`` (base row -> variant row), ``base``
+    is the one profile and ``other`` names what the variants change."""
+    if variants:
+        labels = {r.id: r.label for r in table.rows}
+        head = [f"# {table.name}: {other} at profile `{base}`, paired by seed", "",
+                "Each base row against its variant, the same config but for that setting:", "",
+                *[f"- `{b}` ({labels[b]}) against `{o}` ({labels[o]})" for b, o in variants.items()], ""]
+        pairs_are = ("Each pair is one seed of a base row and of its variant (same initial weights, data order and "
+                     "augmentations), named by the base row.")
+        sides, nothing = ("base row", "variant"), "No seed has finished for both a row and its variant yet."
+    else:
+        head = [f"# {table.name}: profile `{other}` against `{base}`, paired by seed", "",
+                f"`{other}`: {' '.join(table.profiles[other].description.split())}", ""]
+        pairs_are = ("Each pair is one row and seed run at both profiles (same initial weights, data order and "
+                     "augmentations).")
+        sides, nothing = (f"`{base}`", f"`{other}`"), "No (row, seed) has finished at both profiles yet."
+    lines = head + [pairs_are + " Accuracies: the mean difference with its 95% interval and its 90% interval "
              "(Student's t over the pairs); the option is `equivalent` when the whole 90% interval lies inside "
              f"± {EQUIVALENCE_MARGIN:g} point (two one-sided tests; the margin is fixed in advance, a quarter of "
              "the paper's Table 1 effects), `changed` when the 95% interval excludes 0 and the 90% one reaches "
@@ -205,8 +257,8 @@ def report(table: Table, base: str, other: str, results: list[Comparison]) -> st
             lines.append(f"| {i.row} − {i.against} | {METRIC_LABELS.get(c.metric, c.metric)} | {i.n} | {est} | "
                          f"{span(i.low, i.high)} | {span(i.low90, i.high90)} | {i.outcome} |")
     if not any(c.pairs for c in results):
-        return "\n".join(lines + ["", "No (row, seed) has finished at both profiles yet."]) + "\n"
-    lines += ["", f"| row | seed | metric | `{base}` | `{other}` | difference |", "|---|---|---|---|---|---|"]
+        return "\n".join(lines + ["", nothing]) + "\n"
+    lines += ["", f"| row | seed | metric | {sides[0]} | {sides[1]} | difference |", "|---|---|---|---|---|---|"]
     for c in results:
         for p in c.pairs:
             diff = f"{p.other / p.base:.2f}x" if c.metric == "sec_per_iter" else f"{p.other - p.base:+.2f}"
@@ -223,3 +275,20 @@ def compare_profiles(table: Table, base: str, other: str, runs_root: str | Path,
     if out is not None:
         write_if_changed(Path(out), text)
     return text
+
+
+def compare_variants(table: Table, profile: str, variants: dict[str, str], runs_root: str | Path,
+                     out: str | Path | None = None, scheduler: Scheduler | None = None) -> str:
+    """:func:`compare_rows` as markdown; written atomically to ``out`` when given."""
+    results = compare_rows(table, profile, variants, runs_root, scheduler)
+    text = report(table, profile, _changed_setting(table, variants), results, variants=variants)
+    if out is not None:
+        write_if_changed(Path(out), text)
+    return text
+
+
+def _changed_setting(table: Table, variants: dict[str, str]) -> str:
+    """What the variants change, from the rows' settings: ``model.variance: biased``."""
+    sets = {r.id: r.set for r in table.rows}
+    changed = {f"{k}: {v}" for b, o in variants.items() for k, v in sets[o].items() if sets[b].get(k, object()) != v}
+    return " and ".join(sorted(changed)) or "the variant rows"

@@ -153,3 +153,57 @@ def test_an_option_that_moves_the_rows_apart_is_caught_by_the_interaction(tmp_pa
     (inter,) = top1.interactions
     assert inter.estimate == pytest.approx(-4.0) and inter.high < 0 and inter.outcome == "changed"
     assert "| bn-mbn − bn-bn | linear probe top-1 | 3 | -4.00 |" in compare_profiles(load_table("t01"), BASE, OTHER, tmp_path)
+
+
+# ---------------------------------------------------------------- rows against their variants
+
+VARIANTS = {"bn-mbn": "bn-mbn-biased", "syncbn-mbn": "syncbn-mbn-biased"}
+
+
+def variant_values(effect_bn, effect_syncbn):
+    """cpu-8x4 records of 4 seeds (of 6): each variant row is its base row plus an effect per seed."""
+    base = {"bn-mbn": [90.5, 90.8, 90.6, 90.4], "syncbn-mbn": [90.3, 90.1, 91.5, 89.6],
+            "bn-bn": [91.0, 89.8, 89.5, 91.4], "random-init": [83.3, 82.5, 83.2, 84.4]}
+    values = dict(base)
+    values["bn-mbn-biased"] = [v + e for v, e in zip(base["bn-mbn"], effect_bn)]
+    values["syncbn-mbn-biased"] = [v + e for v, e in zip(base["syncbn-mbn"], effect_syncbn)]
+    return {r: v + [None, None] for r, v in values.items()}
+
+
+def test_a_setting_is_checked_between_rows_of_one_profile_paired_by_seed(tmp_path):
+    """The biased variance lifts both Momentum BN rows by 2 points at every seed (up to a little
+    jitter): changed, with no interaction; the pairs are named by their base rows."""
+    from repro.results.compare import compare_rows, compare_variants
+
+    write(tmp_path, "cpu-8x4", variant_values([2.0, 2.1, 1.9, 2.0], [2.1, 1.9, 2.0, 2.0]))
+    top1 = by_metric(compare_rows(load_table("t01"), "cpu-8x4", VARIANTS, tmp_path))["top1"]
+    assert top1.n == 8 and {p.row for p in top1.pairs} == {"bn-mbn", "syncbn-mbn"}
+    assert top1.estimate == pytest.approx(2.0) and top1.low > 0 and top1.outcome == "changed"
+    (inter,) = top1.interactions
+    assert (inter.row, inter.against) == ("syncbn-mbn", "bn-mbn") and inter.outcome == "equivalent"
+    text = compare_variants(load_table("t01"), "cpu-8x4", VARIANTS, tmp_path)
+    assert text.startswith("# t01: model.variance: biased at profile `cpu-8x4`, paired by seed")
+    assert "| linear probe top-1 | 8 | +2.00 |" in text and "| row | seed | metric | base row | variant |" in text
+
+
+def test_a_setting_that_moves_two_rows_apart_is_caught_by_their_interaction(tmp_path):
+    """+2 for one row, -2 for the other: the pooled shift is nil, the ordering changes."""
+    from repro.results.compare import compare_rows
+
+    write(tmp_path, "cpu-8x4", variant_values([2.0, 2.2, 1.8, 2.0], [-2.0, -1.9, -2.1, -2.0]))
+    top1 = by_metric(compare_rows(load_table("t01"), "cpu-8x4", VARIANTS, tmp_path))["top1"]
+    assert top1.estimate == pytest.approx(0.0, abs=1e-9) and top1.outcome != "equivalent"
+    (inter,) = top1.interactions
+    assert inter.estimate == pytest.approx(-4.0) and inter.outcome == "changed"
+
+
+def test_the_variant_command_names_bad_rows_and_bad_pairs(tmp_path, capsys):
+    write(tmp_path, "cpu-8x4", variant_values([0.1, -0.1, 0.0, 0.05], [0.0, 0.1, -0.1, 0.0]))
+    out = tmp_path / "variance.md"
+    assert main(["compare", "t01", "--profile", "cpu-8x4", "--variant", "bn-mbn:bn-mbn-biased",
+                 "--variant", "syncbn-mbn:syncbn-mbn-biased", "--runs", str(tmp_path), "--out", str(out)]) == 0
+    assert "| equivalent |" in out.read_text()
+    assert main(["compare", "t01", "--profile", "cpu-8x4", "--variant", "bn-mbn", "--runs", str(tmp_path)]) == 2
+    assert "--variant 'bn-mbn': expected ROW:VARIANT" in capsys.readouterr().err
+    assert main(["compare", "t01", "--profile", "cpu-8x4", "--variant", "bn-mbn:no-such", "--runs", str(tmp_path)]) == 2
+    assert "no row 'no-such' in the table" in capsys.readouterr().err
