@@ -116,3 +116,13 @@ def test_a_committed_run_config_still_matches_its_run(tmp_path):
     (run.run_dir(tmp_path)).mkdir(parents=True)
     (run.run_dir(tmp_path) / "config.yaml").write_text(saved.read_text())
     assert RunDir.of(run, tmp_path).prepare(run).config.read_text() == saved.read_text()
+
+
+def test_the_committed_variance_check_is_what_the_records_render_to(tmp_path):
+    """results/cpu/variance-check.md (make cpu-report): the Momentum BN rows of Table 1 at cpu-8x4
+    against the same rows with the paper's biased variance, from the committed records alone."""
+    from repro.results.compare import compare_variants
+
+    evidence = committed_evidence(tmp_path / "checkout")
+    pairs = {"bn-mbn": "bn-mbn-biased", "syncbn-mbn": "syncbn-mbn-biased"}  # the Makefile's VARIANCE_PAIRS
+    assert compare_variants(load_table("t01"), "cpu-8x4", pairs, evidence) == (EVIDENCE / "variance-check.md").read_text()
