@@ -248,12 +248,13 @@ def _follow(args, report) -> list:
 
 
 def _check_complete(report, runs_root: Path) -> int:
-    """0 when every run of the table is done; else 1, listing the others with their state."""
+    """0 when every run of the table has finished (done, or diverged: a result too); else 1,
+    listing the others with their state."""
     from .launch import slurm
-    from .rundir import RunDir, Status, run_states
+    from .rundir import FINISHED, RunDir, run_states
 
     states = run_states([RunDir.of(r, runs_root) for r in report.runs], slurm.slurm_states)
-    missing = [(r, s) for r, s in zip(report.runs, states) if s.status != Status.DONE]
+    missing = [(r, s) for r, s in zip(report.runs, states) if s.status not in FINISHED]
     if not missing:
         return 0
     failed = sum(s.status.ended for _, s in missing)

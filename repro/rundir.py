@@ -39,6 +39,9 @@ class Status(str, Enum):
     PENDING = "pending"  # submitted (job.json), nothing logged yet
     RUNNING = "running"  # metrics or checkpoints written, no end recorded
     DONE = "done"  # final.json
+    # final.json that records a divergence: the run's outcome at its config (the loss became
+    # NaN or Inf), kept as its result at its seed; it has no accuracy (repro/launch/tasks.py)
+    DIVERGED = "diverged"
     FAILED = "failed"  # error.txt, or the scheduler says the job ended without final.json
     CANCELLED = "cancelled"  # the scheduler says the job was cancelled (scancel)
     CORRUPT = "corrupt"  # a record is there but does not read: an error, never a result
@@ -56,7 +59,9 @@ class Status(str, Enum):
         return self in ENDED
 
 
-ENDED = (Status.DONE, Status.FAILED, Status.CANCELLED, Status.CORRUPT)
+ENDED = (Status.DONE, Status.DIVERGED, Status.FAILED, Status.CANCELLED, Status.CORRUPT)
+# Finished: the run's end is recorded in final.json, and a relaunch leaves it alone.
+FINISHED = (Status.DONE, Status.DIVERGED)
 # Where a run may still go: the scheduler's word can turn these into cancelled or failed.
 UNFINISHED = (Status.PENDING, Status.RUNNING)
 
@@ -73,6 +78,8 @@ RERUN_FIX = "rerun with --rerun-failed, which keeps the checkpoints"
 # its file changes; the launcher's live view asks for every run's status every second, and
 # parsing each config.yaml again was most of its CPU (0.15 s a poll for 21 runs).
 _READ_WELL: dict[Path, tuple[int, int, int]] = {}
+# final.json's divergence, per its signature: asked at every poll of the live view as well.
+_DIVERGED: dict[Path, tuple[tuple[int, int, int], str | None]] = {}
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -217,6 +224,24 @@ class RunDir:
     def write_final(self, final: dict) -> None:
         write_json(self.final, final)
 
+    def diverged(self) -> str | None:
+        """Why the run's training diverged (``loss is nan at step 1063 (lr 0.006144)``), read from
+        ``final.json``; None when it did not, or has not finished."""
+        path = self.final
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = _DIVERGED.get(path)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        final = read_json(path) or {}
+        why = final.get("diverged")
+        why = str(why) if why else None
+        _DIVERGED[path] = (signature, why)
+        return why
+
     def write_error(self, text: str) -> None:
         atomic_write_text(self.error, text)
 
@@ -284,7 +309,7 @@ class RunDir:
         if self.unreadable_record() is not None:
             return Status.CORRUPT
         if self.final.is_file():
-            return Status.DONE
+            return Status.DIVERGED if self.diverged() is not None else Status.DONE
         if self.error.is_file():
             return Status.FAILED
         if self.metrics.is_file() or self.checkpoints.is_dir():
@@ -317,6 +342,8 @@ class RunDir:
         elif status is Status.FAILED:
             error = (f"SLURM {sched}: the job ended without {self.FINAL} "
                      f"(log: {job.get('submitit_folder', '.submitit')}/{job_id}/)")
+        elif status is Status.DIVERGED:
+            error = f"training diverged: {self.diverged()}"
         elif status is Status.CANCELLED:
             error = "SLURM CANCELLED (scancel): relaunch to resume from the last checkpoint"
         return RunState(status, job_id, sched, error)

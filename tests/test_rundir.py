@@ -272,4 +272,4 @@ def test_a_status_is_its_word_in_text_tables_and_lookups():
     assert f"{Status.CANCELLED:<10}|" == "cancelled |" and str(Status.DONE) == "done"
     assert Status.DONE == "done" and {"done": 1}[Status.DONE] == 1 and "done" in {Status.DONE}
     assert pd.DataFrame({"status": [Status.CORRUPT]}).to_csv(index=False) == "status\ncorrupt\n"
-    assert [s for s in Status if s.ended] == [Status.DONE, Status.FAILED, Status.CANCELLED, Status.CORRUPT]
+    assert [s for s in Status if s.ended] == [Status.DONE, Status.DIVERGED, Status.FAILED, Status.CANCELLED, Status.CORRUPT]

@@ -43,7 +43,7 @@ class RunProgress:
 def read_progress(run_id: str, run_dir: RunDir, state: RunState) -> RunProgress:
     last = run_dir.last_metrics() or {}
     length = probe = None
-    if state.status == Status.DONE:
+    if state.status in (Status.DONE, Status.DIVERGED):
         final = run_dir.read_final() or {}
         probe = final.get("probe_wall_s")
         if probe is not None and final.get("steps") is not None:
@@ -73,8 +73,10 @@ def run_left_s(p: RunProgress, progress: list[RunProgress]) -> float | None:
     return p.eta_s + (_median([q.probe_s for q in progress if q.probe_s is not None]) or 0.0)
 
 
-# How the summary line counts runs: new ones as pending, cancelled and corrupt ones as failed.
-_COUNTED_AS = {Status.NEW: Status.PENDING, Status.CANCELLED: Status.FAILED, Status.CORRUPT: Status.FAILED}
+# How the summary line counts runs: new ones as pending, cancelled and corrupt ones as failed,
+# diverged ones as done (their result is recorded; the table and the report say they diverged).
+_COUNTED_AS = {Status.NEW: Status.PENDING, Status.CANCELLED: Status.FAILED, Status.CORRUPT: Status.FAILED,
+               Status.DIVERGED: Status.DONE}
 
 
 def counts(progress: list[RunProgress]) -> dict[Status, int]:

@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..grid import Run, Table, expand, with_overrides
-from ..rundir import UNFINISHED, RunDir, RunState, Status, run_states
+from ..rundir import FINISHED, UNFINISHED, RunDir, RunState, Status, run_states
 from .cluster import load_cluster, make_executor
 from .job import RunJob
 from .progress import LiveView, read_progress
 from .slurm import SLURM_ACTIVE, slurm_states
 from .snapshot import snapshot_code
+
+
+# How the launcher names a run whose training diverged: a result, not a failure to retry.
+DIVERGED_NOTE = ("DIVERGED ({why}): recorded as the run's result at its seed, with no accuracy; a rerun "
+                 "diverges again (a changed config is a new run)")
 
 
 @dataclass
@@ -120,8 +125,10 @@ def _sort_runs(report: LaunchReport, runs_root: Path, rerun_failed: bool, log) -
     unfinished = [d for d, status in zip(dirs, statuses) if status in UNFINISHED]
     alive = dict(zip((d.path for d in unfinished), _jobs_alive(unfinished)))
     for run, run_dir, status in zip(report.runs, dirs, statuses):
-        if status == Status.DONE:
+        if status in FINISHED:
             report.skipped_done.append(run)
+            if status == Status.DIVERGED:
+                log(f"  {run.run_id}: {DIVERGED_NOTE.format(why=run_dir.diverged())}")
         elif status == Status.FAILED and not rerun_failed:
             report.skipped_failed.append(run)
             log(f"  {run.run_id}: FAILED earlier ({run_dir.first_error_line()}); rerun with --rerun-failed")
@@ -234,7 +241,9 @@ def wait(report: LaunchReport, runs_root: Path, log=print, view: LiveView | None
             waiting.remove(run)
             ended_count += 1
             if error is None:
-                say(f"  [{ended_count}/{total}] {run.run_id}: done")
+                why = RunDir.of(run, runs_root).diverged()
+                say(f"  [{ended_count}/{total}] {run.run_id}: "
+                    + (DIVERGED_NOTE.format(why=why) if why else "done"))
             else:
                 failures.append((run, error))
                 state = _state(run, runs_root)
@@ -275,14 +284,14 @@ def _attached_ended(run: Run, runs_root: Path):
     """A run another launcher submitted: False while its job may still run, None when it
     ended done, else why it did not (from its directory, or that its job is gone)."""
     state = _state(run, runs_root)
-    if state.status == Status.DONE:
+    if state.status in FINISHED:
         return None
     if state.status.ended:
         return state.error or state.status
     if _jobs_alive([RunDir.of(run, runs_root)])[0]:
         return False
     state = _state(run, runs_root)  # it may have finished since the first look
-    if state.status == Status.DONE:
+    if state.status in FINISHED:
         return None
     log = f"{runs_root / '.submitit'}/{state.job_id}/"
     return state.error or f"its job {state.job_id} ended without {RunDir.FINAL} (log: {log})"

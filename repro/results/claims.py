@@ -39,7 +39,11 @@ communication between processes, and emulated devices in one process have none).
 scale an accuracy claim of a pre-training table first passes a learning-signal gate: every
 trained row it uses must beat the table's ``random-init`` control row (same model and seed, no
 optimizer step, probed the same way) by more than the noise, paired over seeds; otherwise, or when no control ran at that profile, the verdict is
-``no learning signal`` and no ordering is read from the rows.
+``no learning signal`` and no ordering is read from the rows. A claim that needs a row whose
+training diverged at some seed (the loss became NaN or Inf: the run's result, with no accuracy)
+is ``inconclusive``, naming the rows and seeds, with what the runs that trained show: they are
+the seeds where the row survived, a selected sample, so no verdict is read from them; such rows
+stay out of the table's two-way layout, so the other claims keep every seed.
 
 Values come from two sources, never mixed silently: *measured* (``final.json`` of runs,
 one value per seed) and *paper* (transcribed from the paper; exact, no noise). At paper
@@ -286,6 +290,14 @@ def measured_values(table: Table, profile: str, runs: pd.DataFrame, metric: str)
     return out
 
 
+def diverged_seeds(runs: pd.DataFrame) -> dict[str, tuple[int, ...]]:
+    """Row id -> the seeds whose training diverged (``results.collect`` frame; rows with none absent)."""
+    if not len(runs) or "status" not in runs:
+        return {}
+    hit = runs[runs["status"] == Status.DIVERGED]
+    return {row: tuple(sorted(int(s) for s in group["seed"])) for row, group in hit.groupby("row", sort=False)}
+
+
 def pooled_std(values: Values, log: bool = False) -> float | None:
     """Run-to-run standard deviation pooled over rows with at least two seeds (None if none)."""
     return stats.pooled_sd([math.log(v) for v in rv.values] if log else list(rv.values)
@@ -322,14 +334,17 @@ def welch_interval(terms: dict[str, float], values: Values, log: bool = False) -
                                            if values[r].source == "measured"])
 
 
-def table_interval(terms: dict[str, float], values: Values) -> Interval | None:
+def table_interval(terms: dict[str, float], values: Values, exclude: frozenset[str] = frozenset()) -> Interval | None:
     """The contrast with the noise of the whole table (SPEC §8; module docstring): rows x seeds
     as a two-way layout, seeds as blocks, over every measured row but the control on the seeds
-    they all share. None where that does not apply: fewer than 2 rows or 2 shared seeds, a
-    contrast whose weights do not sum to 0 (its seed effects would not cancel), or one with a
-    row outside the layout (exact, or missing a shared seed)."""
+    they all share. Rows in ``exclude`` (those whose training diverged at a seed) stay out of
+    the layout, so that one diverged run does not take its seed from every other row. None
+    where that does not apply: fewer than 2 rows or 2 shared seeds, a contrast whose weights do
+    not sum to 0 (its seed effects would not cancel), or one with a row outside the layout
+    (exact, excluded, or missing a shared seed)."""
     rows = {r: rv for r, rv in values.items()
-            if rv.source == "measured" and r != CONTROL_ROW and len(set(rv.seeds)) == rv.n == len(rv.seeds) > 0}
+            if rv.source == "measured" and r != CONTROL_ROW and r not in exclude
+            and len(set(rv.seeds)) == rv.n == len(rv.seeds) > 0}
     if any(r not in rows for r in terms) or abs(sum(terms.values())) > 1e-9:
         return None
     seeds = sorted(set.intersection(*(set(rv.seeds) for rv in rows.values())))
@@ -428,9 +443,11 @@ def _outcome(ci: Interval, threshold: float) -> str:
     return "holds" if margin > band else "fails" if margin < -band else "inconclusive"
 
 
-def evaluate_condition(cond: Condition, values: Values, paper_margin: float | None = None) -> ConditionResult:
-    """The condition's outcome on its primary interval: the table's (:func:`table_interval`) where
-    it applies, with the per-contrast interval beside it, else the per-contrast one."""
+def evaluate_condition(cond: Condition, values: Values, paper_margin: float | None = None,
+                       exclude: frozenset[str] = frozenset()) -> ConditionResult:
+    """The condition's outcome on its primary interval: the table's (:func:`table_interval`, without
+    the rows of ``exclude``) where it applies, with the per-contrast interval beside it, else the
+    per-contrast one."""
     missing = tuple(r for r in cond.terms if r not in values)
     if missing:
         return ConditionResult(cond, "not run", missing=missing)
@@ -438,7 +455,7 @@ def evaluate_condition(cond: Condition, values: Values, paper_margin: float | No
     if cond.log and any(v <= 0 for rv in rvs for v in rv.values):
         return ConditionResult(cond, "not run", missing=tuple(rv.row for rv in rvs))
     own = contrast_interval(cond.terms, values, cond.log)
-    table = None if cond.log else table_interval(cond.terms, values)
+    table = None if cond.log else table_interval(cond.terms, values, exclude)
     ci = table or own
     robust = dict(robust=own, robust_outcome=_outcome(own, cond.threshold)) if table is not None else {}
     return ConditionResult(cond, _outcome(ci, cond.threshold), ci.estimate, ci.half_width,
@@ -517,26 +534,34 @@ def _below(r: ConditionResult) -> str:
 
 
 def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = None, *,
-             paper: Values | None = None, gate: bool = False, scope: str | None = None) -> Verdict:
+             paper: Values | None = None, gate: bool = False, scope: str | None = None,
+             diverged: Mapping[str, tuple[int, ...]] | None = None) -> Verdict:
     """The verdict of ``claim`` on ``values`` (one table, one profile, one metric).
 
     ``paper``: the paper's values of the claim's rows, for each condition's paper margin (the
     minimum detectable effect is compared with it). ``gate``: apply the learning-signal gate
     (reduced-scale accuracies, see :func:`needs_control`). ``scope``: why the design of the runs
     at this profile does not allow the check (:func:`out_of_scope`); the verdict is then
-    ``not applicable``, whatever the values."""
+    ``not applicable``, whatever the values. ``diverged``: row -> the seeds whose training diverged
+    (:func:`diverged_seeds`); a claim that needs such a row is ``inconclusive``, naming them."""
     metric = metric or claim.metric
+    diverged = {r: tuple(s) for r, s in (diverged or {}).items() if s}
     mapping = claim.rows_at.get(profile, {})
     raw = conditions(claim)
     conds = [_mapped(c, mapping) for c in raw]
     noise = pooled_std({r: v for r, v in values.items() if r != CONTROL_ROW}, log=conds[0].log)
-    results = [evaluate_condition(cond, values, _paper_margin(c, paper)) for c, cond in zip(raw, conds)]
+    results = [evaluate_condition(cond, values, _paper_margin(c, paper), frozenset(diverged))
+               for c, cond in zip(raw, conds)]
     used = list(dict.fromkeys(r for c in conds for r in c.terms))
     evidence = [values[r] for r in used if r in values]
     outcomes = [r.outcome for r in results]
     signal = None
     if scope is not None:
         return Verdict(claim, profile, metric, "not applicable", scope, results, evidence, dict(mapping), noise)
+    hit = {r: diverged[r] for r in used if r in diverged}
+    if hit:
+        return Verdict(claim, profile, metric, "inconclusive", _diverged_reason(hit, results, metric), results,
+                       evidence, dict(mapping), noise)
     if "not run" in outcomes:
         missing = sorted({m for r in results for m in r.missing})
         verdict, reason = "not run", f"no result for {', '.join(missing)} at this scale"
@@ -572,6 +597,24 @@ def evaluate(claim: Claim, values: Values, profile: str, metric: str | None = No
         reason += ("; the per-contrast interval reads otherwise (" + "; ".join(
             f"{r.condition.text}: {r.robust_outcome}, {_fmt_ci(r.robust)}, {r.robust.method}" for r in differ) + ")")
     return Verdict(claim, profile, metric, verdict, reason, results, evidence, dict(mapping), noise, signal, premise)
+
+
+def _diverged_reason(hit: dict[str, tuple[int, ...]], results: list[ConditionResult], metric: str) -> str:
+    """Why a check that needs rows whose training diverged reads nothing: a diverged run has no
+    value, and the runs that trained alone are a selected sample (the seeds where the row was
+    lucky); what they show is given, as a description, not as a verdict."""
+    said = "; ".join(f"{row} at seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+                     for row, seeds in hit.items())
+    shown = []
+    for r in results:
+        if r.interval is not None:
+            method = f" ({r.interval.method})" if r.interval.se is not None else ""
+            shown.append(f"{r.condition.text}: {_fmt_ci(r.interval)}{method}")
+        elif r.missing:
+            shown.append(f"{r.condition.text}: no trained run of {', '.join(r.missing)}")
+    return (f"training diverged ({said}): a diverged run has no {metric}, and the seeds that trained alone are "
+            "a selected sample, so no verdict is read" + (f"; the runs that trained show {'; '.join(shown)}"
+                                                        if shown else ""))
 
 
 def _read(results: list[ConditionResult], outcomes: list[str]) -> tuple[str, str]:

@@ -18,11 +18,11 @@ import pandas as pd
 from ..atomic import atomic_write
 from ..grid import Run, Table, expand
 from ..paths import output_dir
-from ..rundir import RunDir, Scheduler, Status, run_states
+from ..rundir import FINISHED, RunDir, Scheduler, Status, run_states
 
 OUT_DIR = output_dir()
 METRICS = ("top1", "top5", "best_top1", "best_epoch", "knn_top1", "sec_per_iter", "steps", "total_steps",
-           "epochs_done", "final_loss", "train_wall_s", "world_size",
+           "epochs_done", "final_loss", "train_wall_s", "world_size", "diverged_at_step",
            # detection (Tables 9-11)
            "box_ap", "box_ap50", "box_ap75", "mask_ap", "mask_ap50", "mask_ap75")
 
@@ -39,7 +39,7 @@ def collect(table: Table, profile: str, runs_root: str | Path, scheduler: Schedu
     for run, run_dir, state in zip(runs, dirs, run_states(dirs, scheduler)):
         rec = {"row": run.row, "seed": run.seed, "run_id": run.run_id, "profile": profile,
                "status": state.status.value}
-        final = run_dir.read_final() if state.status == Status.DONE else None
+        final = run_dir.read_final() if state.status in FINISHED else None
         for key in METRICS:
             rec[key] = final.get(key) if final else None
         if state.error is not None:
@@ -48,8 +48,10 @@ def collect(table: Table, profile: str, runs_root: str | Path, scheduler: Schedu
     return pd.DataFrame.from_records(records)
 
 
-# A row's status is its worst run's, in this order (a new run shows as pending); else done.
-_WORST_FIRST = (Status.CORRUPT, Status.FAILED, Status.CANCELLED, Status.RUNNING, Status.PENDING, Status.NEW)
+# A row's status is its worst run's, in this order (a new run shows as pending); else done. A
+# row whose runs all finished reads ``diverged`` when the training of any of them diverged.
+_WORST_FIRST = (Status.CORRUPT, Status.FAILED, Status.CANCELLED, Status.RUNNING, Status.PENDING, Status.NEW,
+                Status.DIVERGED)
 
 
 def _overall(statuses: list[str]) -> Status:
@@ -83,6 +85,7 @@ def summarise(table: Table, runs: pd.DataFrame, profile: str | None = None) -> p
                 values = pd.to_numeric(done[extra], errors="coerce").dropna()
                 rec[extra] = values.mean() if len(values) else None
         rec["seeds_done"] = len(done)
+        rec["seeds_diverged"] = int((mine["status"] == Status.DIVERGED).sum())
         rec["seeds"] = len(mine)
         if not row.run:
             rec["status"] = Status.PAPER_ONLY.value
@@ -129,9 +132,24 @@ def display_frame(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataF
             cols[f"Δ {spec.label}"] = [fmt(v) for v in summary[f"{col}_delta"]]
     if "knn_top1" in summary and "knn_top1" not in table.columns:
         cols[f"kNN top-1 ({profile})"] = [fmt(v) for v in summary["knn_top1"]]
-    cols["seeds"] = [f"{d}/{n}" for d, n in zip(summary["seeds_done"], summary["seeds"])]
+    cols["seeds"] = [f"{d}/{n}" + (f" ({k} diverged)" if k else "")
+                     for d, n, k in zip(summary["seeds_done"], summary["seeds"], _diverged_counts(summary))]
     cols["status"] = summary["status"]
     return pd.DataFrame(cols)
+
+
+def _diverged_counts(summary: pd.DataFrame) -> list[int]:
+    """Each row's number of seeds whose training diverged (0 where a summary has no such column)."""
+    if "seeds_diverged" not in summary:
+        return [0] * len(summary)
+    return [int(k) if pd.notna(k) else 0 for k in summary["seeds_diverged"]]
+
+
+def done_text(runs: pd.DataFrame) -> str:
+    """``7/9 runs done`` (``; 1 diverged`` where the training of some diverged)."""
+    diverged = int((runs["status"] == Status.DIVERGED).sum())
+    return (f"{int((runs['status'] == Status.DONE).sum())}/{len(runs)} runs done"
+            + (f", {diverged} diverged" if diverged else ""))
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -186,11 +204,11 @@ def _render(table: Table, profile: str, runs_root: str | Path, out_dir: str | Pa
         f"# {table.title}\n\n"
         f"Profile `{profile}`: {table.profiles[profile].description}\n\n"
         f"Paper values: {table.source}. Reproduced values: measured by the runs under "
-        f"`{Path(runs_root)}` ({int((runs['status'] == Status.DONE).sum())}/{len(runs)} runs done; "
+        f"`{Path(runs_root)}` ({done_text(runs)}; "
         f"rendered {time.strftime('%Y-%m-%d %H:%M')}).\n\n"
     )
     return write_table_files(out_dir, table, profile, runs, summary, header=header,
-                             problems=reading_note(table, profile, summary) + _problems(runs))
+                             problems=reading_note(table, profile, summary) + run_notes(runs))
 
 
 def reading_note(table: Table, profile: str, summary: pd.DataFrame) -> str:
@@ -226,6 +244,13 @@ def reading_note(table: Table, profile: str, summary: pd.DataFrame) -> str:
             gain = float(trained[metric].min()) - level
             lines.append(f"Every trained row scores above the `{CONTROL_ROW}` control ({label}: {level:.2f}), "
                          f"the lowest by {gain:.2f} points: training learned something at this scale.")
+    if "seeds_diverged" in summary:
+        hit = summary[pd.to_numeric(summary["seeds_diverged"], errors="coerce").fillna(0) > 0]
+        if len(hit):
+            said = ", ".join(f"{r.label} at {int(r.seeds_diverged)} of {int(r.seeds)} seeds" for r in hit.itertuples())
+            lines.append(f"**Training diverged** ({said}): the loss became NaN or Inf, the run's result at its "
+                         "config and seed. A diverged run has no accuracy, so such a row's value is the mean over "
+                         "the seeds that trained, and the claims report reads no contrast of it as evidence.")
     seeds = int(done["seeds_done"].max())
     if seeds <= 1:
         lines.append("One seed per row: differences of a point or two between rows are within the run-to-run "
@@ -248,7 +273,7 @@ def render_unless_less_complete(table: Table, profile: str, runs_root: str | Pat
     paths = {ext: Path(f"{stem}.{ext}") for ext in ("csv", "md", "tex")} | {"runs": Path(f"{stem}_runs.csv")}
     before = _done_rendered(paths["runs"], profile)
     frame = collect(table, profile, runs_root, scheduler, runs)
-    now = int((frame["status"] == Status.DONE).sum())
+    now = int(frame["status"].isin(FINISHED).sum())
     if before is not None and before > now:
         return paths, (f"kept {paths['md']}: it shows {before} runs done at profile {profile}, the run directories "
                        f"{now} now (python -m repro render {table.name} --profile {profile} rewrites it)")
@@ -263,13 +288,20 @@ def _done_rendered(runs_csv: Path, profile: str) -> int | None:
         return None
     if not {"profile", "status"} <= set(old.columns) or not (old["profile"] == profile).any():
         return None
-    return int(((old["profile"] == profile) & (old["status"] == Status.DONE)).sum())
+    return int(((old["profile"] == profile) & old["status"].isin(FINISHED)).sum())
 
 
-def _problems(runs: pd.DataFrame) -> str:
-    """Markdown lines under the table: each failed or cancelled run and why."""
+def run_notes(runs: pd.DataFrame) -> str:
+    """Markdown lines under the table: each run whose training diverged, each failed or cancelled
+    run, and why."""
+    out = ""
+    diverged = runs[runs["status"] == Status.DIVERGED]
+    if not diverged.empty:
+        lines = [f"- `{r.run_id}`: {r.error}" for r in diverged.itertuples()]
+        out += ("\nRuns whose training diverged (the loss became NaN or Inf; a result of the config at that seed, "
+                "with no accuracy: the row's mean is over the seeds that trained):\n\n" + "\n".join(lines) + "\n")
     bad = runs[runs["status"].isin([Status.FAILED.value, Status.CANCELLED.value, Status.CORRUPT.value])]
     if bad.empty:
-        return ""
+        return out
     lines = [f"- `{r.run_id}` {r.status}: {r.error}" for r in bad.itertuples()]
-    return "\nRuns that did not finish:\n\n" + "\n".join(lines) + "\n"
+    return out + "\nRuns that did not finish:\n\n" + "\n".join(lines) + "\n"

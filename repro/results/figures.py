@@ -30,7 +30,7 @@ from .claims import CONTROL_ROW
 
 TABLE = "t04"
 METHODS = {"bn": "byol", "mbn": "ours"}  # Table 4's teacher norms and the curves they draw
-COLUMNS = ["method", "bn_batch", "top1", "top1_std", "profile"]
+COLUMNS = ["method", "bn_batch", "top1", "top1_std", "profile", "diverged", "seeds"]
 TRANSCRIBED = "paper (transcribed)"  # the panel of the paper's values; "paper" is the profile that reruns them
 
 
@@ -56,23 +56,29 @@ def paper_curves(table: Table) -> pd.DataFrame:
 
 
 def reproduced_points(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """(method, bn_batch, top1, top1_std, profile) of every Table 4 row of ``summary`` with a
-    measured top-1. The control comes with bn_batch NA, drawn as a level across the panel."""
+    """(method, bn_batch, top1, top1_std, profile, diverged, seeds) of every Table 4 row of
+    ``summary`` with a measured top-1 or a diverged seed (``diverged``: how many of its ``seeds``;
+    top1 is then the mean over the others, NA when none trained). The control comes with
+    bn_batch NA, drawn as a level across the panel."""
     points = row_points(table, profile)
-    done = summary[summary["top1"].notna() & summary["row"].isin(points)]
+    diverged = (pd.to_numeric(summary["seeds_diverged"], errors="coerce").fillna(0).astype(int)
+                if "seeds_diverged" in summary else pd.Series(0, index=summary.index))
+    done = summary[(summary["top1"].notna() | (diverged > 0)) & summary["row"].isin(points)]
     return pd.DataFrame({
         "method": [points[r][0] for r in done["row"]],
         "bn_batch": pd.array([points[r][1] for r in done["row"]], dtype="Int64"),
         "top1": done["top1"].astype(float).to_numpy(),
         "top1_std": pd.to_numeric(done["top1_std"], errors="coerce").to_numpy() if "top1_std" in done else None,
         "profile": profile,
+        "diverged": diverged[done.index].to_numpy(),
+        "seeds": pd.to_numeric(done["seeds"], errors="coerce").to_numpy() if "seeds" in done else None,
     }, columns=COLUMNS)
 
 
 def figure_data(table: Table, summaries: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The paper's curves and every profile's points: ``summaries`` maps a profile to its
     Table 4 summary."""
-    frames = [paper_curves(table).assign(profile=TRANSCRIBED, top1_std=None)]
+    frames = [paper_curves(table).assign(profile=TRANSCRIBED, top1_std=None, diverged=0, seeds=None)]
     frames += [reproduced_points(table, s, p) for p, s in summaries.items()]
     return pd.concat([f for f in frames if len(f)], ignore_index=True)[COLUMNS]
 
@@ -120,6 +126,7 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
             else:
                 ax.errorbar(g["bn_batch"], g["top1"], yerr=pd.to_numeric(g["top1_std"], errors="coerce"), fmt="-s",
                             capsize=3, color=colors.get(method), mfc="none", label=f"{label} (reproduced)")
+                _mark_diverged(ax, g, colors.get(method))
         ax.set_xscale("log", base=2)
         ticks = sorted({int(b) for b in group["bn_batch"].dropna()}) or [16, 32, 64, 128, 256, 512]
         ax.set_xticks(ticks)
@@ -141,6 +148,22 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
                                                metadata={"CreationDate": None} if fmt == "pdf" else None))
     plt.close(fig)
     return paths
+
+
+def _mark_diverged(ax, g: pd.DataFrame, color) -> None:
+    """Say at each point whose training diverged at some seeds how many: its value is the mean
+    over the seeds that trained (a row where none did is marked at the panel's floor)."""
+    hit = g[pd.to_numeric(g["diverged"], errors="coerce").fillna(0) > 0]
+    for r in hit.itertuples():
+        seeds = f" of {int(r.seeds)}" if pd.notna(r.seeds) else ""
+        text = f"{int(r.diverged)}{seeds} diverged"
+        if pd.notna(r.top1):
+            ax.annotate(text, (r.bn_batch, r.top1), textcoords="offset points", xytext=(4, -10), fontsize=6,
+                        color=color)
+        else:
+            ax.plot([r.bn_batch], [0], marker="x", color=color, transform=ax.get_xaxis_transform(), clip_on=False)
+            ax.annotate(text, (r.bn_batch, 0), xycoords=ax.get_xaxis_transform(), textcoords="offset points",
+                        xytext=(4, 4), fontsize=6, color=color)
 
 
 def main(argv=None) -> int:

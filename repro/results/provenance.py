@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_write
-from ..rundir import RunDir, Status, git_commit, read_json
+from ..rundir import FINISHED, RunDir, Status, git_commit, read_json
 
 
 def cpu_model() -> str:
@@ -74,10 +74,11 @@ def utc(ts: float) -> str:
 
 
 def runs_provenance(tables: Iterable[tuple[Path, pd.DataFrame, dict[str, RunDir]]]) -> dict:
-    """Commits, hosts, dates and wall time of the finished runs of one profile, from their
+    """Commits, hosts, dates and wall time of the finished runs (done or diverged) of one profile, from their
     records. ``tables``: per table, its runs root, its runs (``results.collect``: run_id, status)
     and their directories by run id."""
     commits, hosts, submitted, finished, train_s, done, total = {}, set(), [], [], 0.0, 0, 0
+    diverged = 0
     machines = {}
     for root, runs, run_dirs in tables:
         total += len(runs)
@@ -85,9 +86,10 @@ def runs_provenance(tables: Iterable[tuple[Path, pd.DataFrame, dict[str, RunDir]
         if m:
             machines[str(root)] = m
         for rec in runs.itertuples():
-            if rec.status != Status.DONE:
+            if rec.status not in FINISHED:
                 continue
-            done += 1
+            done += rec.status == Status.DONE
+            diverged += rec.status == Status.DIVERGED
             d = run_dirs[rec.run_id]
             final = d.read_final() or {}
             job = d.read_job() or {}
@@ -102,7 +104,7 @@ def runs_provenance(tables: Iterable[tuple[Path, pd.DataFrame, dict[str, RunDir]
             if final.get("finished"):
                 finished.append(dt.datetime.strptime(final["finished"], "%Y-%m-%dT%H:%M:%S%z").timestamp())
             train_s += float(final.get("train_wall_s") or 0.0)
-    out = {"runs_done": done, "runs": total, "commits": commits, "hosts": sorted(hosts), "machines": machines,
+    out = {"runs_done": done, "runs_diverged": diverged, "runs": total, "commits": commits, "hosts": sorted(hosts), "machines": machines,
            "train_hours": train_s / 3600}
     if submitted and finished:
         out["first_submitted"] = utc(min(submitted))

@@ -26,14 +26,14 @@ import pandas as pd
 from ..config import ConfigError
 from ..grid import PAPER_PROFILE, TABLES_DIR, Table, expand, load_table
 from ..paths import REPO
-from ..rundir import RunDir, Scheduler, Status
+from ..rundir import FINISHED, RunDir, Scheduler, Status
 from . import figures as fig3
 from .provenance import runs_provenance
 from .curves import draw_curves
-from .claims import (CLAIMS_FILE, CONTROL_ROW, VERDICTS, Claim, Verdict, evaluate, load_claims,
+from .claims import (CLAIMS_FILE, CONTROL_ROW, VERDICTS, Claim, Verdict, diverged_seeds, evaluate, load_claims,
                      measured_values, needs_control, out_of_scope, paper_values)
-from .collect import (collect, display_frame, fmt, output_stem, summarise, write_if_changed,
-                      write_table_files)
+from .collect import (collect, display_frame, done_text, fmt, output_stem, run_notes, summarise,
+                      write_if_changed, write_table_files)
 
 PAPER_NUMBERS = "paper numbers"
 SECONDARY = {"top1": "knn_top1"}  # at reduced scale a top-1 claim is also checked on the kNN probe
@@ -124,10 +124,12 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
                 continue
             runs = tr.runs if tr is not None else pd.DataFrame(columns=["row", "seed", "status"])
             scope = out_of_scope(claim, table, profile)
+            diverged = diverged_seeds(runs)
             at_profile[profile] = evaluate(claim, measured_values(table, profile, runs, claim.metric), profile,
                                            paper=paper_values(table, claim.metric),
-                                           gate=needs_control(table, profile, claim.metric), scope=scope)
-            seeds_in = runs.loc[runs["status"] == Status.DONE, "seed"].nunique()
+                                           gate=needs_control(table, profile, claim.metric), scope=scope,
+                                           diverged=diverged)
+            seeds_in = runs.loc[runs["status"].isin(FINISHED), "seed"].nunique()
             planned = len(table.profiles[profile].seeds)
             if 0 < seeds_in < planned and scope is None:  # the design's verdict waits for no seed
                 interim[profile] = (seeds_in, planned)
@@ -136,7 +138,8 @@ def verdicts(claims: list[Claim], found: dict[tuple[str, str], TableResults], pr
                 # the paper gives no kNN numbers: the margins the MDE is compared with are its top-1 margins
                 knn[profile] = evaluate(claim, measured_values(table, profile, runs, second), profile, second,
                                         paper=paper_values(table, claim.metric),
-                                        gate=needs_control(table, profile, second), scope=scope)
+                                        gate=needs_control(table, profile, second), scope=scope,
+                                        diverged=diverged)
         out.append(ClaimVerdicts(claim, table, paper, at_profile, knn, interim))
     return out
 
@@ -368,6 +371,7 @@ def _provenance_md(found: dict[tuple[str, str], TableResults], seen: list[str], 
     for profile in seen:
         prov = runs_provenance([(tr.root, tr.runs, tr.run_dirs) for (_, p), tr in found.items() if p == profile])
         md += [f"- `{profile}`: {prov['runs_done']}/{prov['runs']} runs done"
+               + (f", {prov['runs_diverged']} diverged" if prov.get("runs_diverged") else "")
                + (f", first submitted {prov['first_submitted']}, last finished {prov['last_finished']}, "
                   f"wall time {prov['wall_hours']:.2f} h ({prov['train_hours']:.2f} h of training summed over runs)"
                   if "wall_hours" in prov else "")
@@ -397,9 +401,11 @@ def _tables_md(tables: list[Table], found: dict[tuple[str, str], TableResults], 
             md += [_paper_only(table).to_markdown(index=False), ""]
         for tr in trs:
             shown = display_frame(tr.table, tr.summary, tr.profile)
-            md += [f"Profile `{tr.profile}` ({int((tr.runs['status'] == Status.DONE).sum())}/{len(tr.runs)} runs done): "
+            md += [f"Profile `{tr.profile}` ({done_text(tr.runs)}): "
                    f"{' '.join(tr.table.profiles[tr.profile].description.split())}", "",
                    shown.to_markdown(index=False), ""]
+            if (tr.runs["status"] == Status.DIVERGED).any():
+                md += [run_notes(tr.runs[tr.runs["status"] == Status.DIVERGED]).strip(), ""]
             if (table.name, tr.profile) in curves:
                 md += [f"![Training curves of {output_stem(table)} at profile {tr.profile}: loss against step]"
                        f"({curves[(table.name, tr.profile)]})", ""]

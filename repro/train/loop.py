@@ -19,7 +19,12 @@ from ..rundir import RunDir
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf."""
+    """The loss became NaN or Inf (``step``: the first step whose loss was, where known)."""
+
+    def __init__(self, message: str, *, step: int | None = None, lr: float | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.step, self.lr = step, lr
+        self.reason = reason or message  # what happened, without the advice a message may add
 
 
 def check_finite(loss: float, message: str) -> None:

@@ -262,7 +262,8 @@ def _checked_loss(watch: LossWatch, run_dir: Path) -> float:
         return watch.read()
     except TrainingDiverged as e:
         raise TrainingDiverged(f"{e}: lower optim.lr_per_256 or check the data; the last good checkpoint "
-                               f"is kept in {RunDir(run_dir).checkpoints}") from None
+                               f"is kept in {RunDir(run_dir).checkpoints}", step=e.step, lr=e.lr,
+                               reason=str(e)) from None
 
 
 def _progress_bar(run_dir: Path, last_step: int, step: int):

@@ -125,6 +125,7 @@ class LossWatch:
             bad = int(bad)
             shown = mine if int(self.first_bad) == bad else "not finite on another rank"
             lr = self.lrs.get(bad)
-            raise TrainingDiverged(f"loss is {shown} at step {bad}" + (f" (lr {lr:.4g})" if lr is not None else ""))
+            raise TrainingDiverged(f"loss is {shown} at step {bad}" + (f" (lr {lr:.4g})" if lr is not None else ""),
+                                   step=bad, lr=lr)
         self.lrs.clear()
         return value

@@ -129,6 +129,10 @@ def resolve_backbone(cfg: FinetuneConfig | DetectionConfig, runs_root: str | os.
         raise ConfigError(f"pretrained: {p.table} --profile {p.profile} row {p.row} seed {p.seed} has not finished "
                           f"({run_dir} has no {RunDir.FINAL}): pre-train it first: "
                           f"python -m repro run {p.table} --profile {p.profile}")
+    why = run_dir.diverged()
+    if why is not None:
+        raise ConfigError(f"pretrained: {p.table} --profile {p.profile} row {p.row} seed {p.seed} has no backbone: its "
+                          f"pre-training diverged ({why}; {run_dir.final}); choose another row or seed")
     found = ckpt.checkpoints(run_dir.path)
     if not found:
         raise ConfigError(f"pretrained: {run_dir} has {RunDir.FINAL} but no checkpoint in {run_dir.checkpoints}: "
