@@ -57,7 +57,7 @@ def paper_curves(table: Table) -> pd.DataFrame:
 
 def reproduced_points(table: Table, summary: pd.DataFrame, profile: str) -> pd.DataFrame:
     """(method, bn_batch, top1, top1_std, profile, diverged, seeds) of every Table 4 row of
-    ``summary`` with a measured top-1 or a diverged seed (``diverged``: how many of its ``seeds``;
+    ``summary`` with a measured top-1 or a diverged seed (``diverged``: how many of its finished ``seeds``;
     top1 is then the mean over the others, NA when none trained). The control comes with
     bn_batch NA, drawn as a level across the panel."""
     points = row_points(table, profile)
@@ -71,7 +71,9 @@ def reproduced_points(table: Table, summary: pd.DataFrame, profile: str) -> pd.D
         "top1_std": pd.to_numeric(done["top1_std"], errors="coerce").to_numpy() if "top1_std" in done else None,
         "profile": profile,
         "diverged": diverged[done.index].to_numpy(),
-        "seeds": pd.to_numeric(done["seeds"], errors="coerce").to_numpy() if "seeds" in done else None,
+        # the seeds that finished (trained or diverged): "1 of 1 diverged" while a campaign is under way
+        "seeds": (pd.to_numeric(done["seeds_done"], errors="coerce") + diverged[done.index]).to_numpy()
+        if "seeds_done" in done else None,
     }, columns=COLUMNS)
 
 
@@ -126,7 +128,7 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
             else:
                 ax.errorbar(g["bn_batch"], g["top1"], yerr=pd.to_numeric(g["top1_std"], errors="coerce"), fmt="-s",
                             capsize=3, color=colors.get(method), mfc="none", label=f"{label} (reproduced)")
-                _mark_diverged(ax, g, colors.get(method))
+                _mark_diverged(ax, g, colors.get(method), list(names).index(method) if method in names else 0)
         ax.set_xscale("log", base=2)
         ticks = sorted({int(b) for b in group["bn_batch"].dropna()}) or [16, 32, 64, 128, 256, 512]
         ax.set_xticks(ticks)
@@ -150,9 +152,10 @@ def draw(data: pd.DataFrame, out_dir: Path) -> list[Path]:
     return paths
 
 
-def _mark_diverged(ax, g: pd.DataFrame, color) -> None:
+def _mark_diverged(ax, g: pd.DataFrame, color, line: int) -> None:
     """Say at each point whose training diverged at some seeds how many: its value is the mean
-    over the seeds that trained (a row where none did is marked at the panel's floor)."""
+    over the seeds that trained (a row where none did is marked at the panel's floor, each
+    method on its own ``line`` of text there)."""
     hit = g[pd.to_numeric(g["diverged"], errors="coerce").fillna(0) > 0]
     for r in hit.itertuples():
         seeds = f" of {int(r.seeds)}" if pd.notna(r.seeds) else ""
@@ -161,9 +164,10 @@ def _mark_diverged(ax, g: pd.DataFrame, color) -> None:
             ax.annotate(text, (r.bn_batch, r.top1), textcoords="offset points", xytext=(4, -10), fontsize=6,
                         color=color)
         else:
-            ax.plot([r.bn_batch], [0], marker="x", color=color, transform=ax.get_xaxis_transform(), clip_on=False)
-            ax.annotate(text, (r.bn_batch, 0), xycoords=ax.get_xaxis_transform(), textcoords="offset points",
-                        xytext=(4, 4), fontsize=6, color=color)
+            ax.plot([r.bn_batch], [0.03 + 0.07 * line], marker="x", color=color, transform=ax.get_xaxis_transform(),
+                    clip_on=False)
+            ax.annotate(text, (r.bn_batch, 0.03 + 0.07 * line), xycoords=ax.get_xaxis_transform(),
+                        textcoords="offset points", xytext=(5, -3), fontsize=6, color=color)
 
 
 def main(argv=None) -> int:
