@@ -198,10 +198,7 @@ class RunDir:
     def prepare(self, run: Run) -> RunDir:
         """Create the directory with the run's resolved config, or check it matches the saved one."""
         if self.config.is_file():
-            saved = (yaml.safe_load(self.config.read_text()) or {}).get("config", {})
-            # A config.yaml written before each task had its own config holds every task's sections.
-            saved = load_config(task_view(saved, saved.get("task", "pretrain")))
-            if semantic_dict(saved) != semantic_dict(run.config):
+            if semantic_dict(self.saved_config()) != semantic_dict(run.config):
                 raise ConfigError(f"{self.config}: holds a different config than run {run.run_id}; remove the directory")
             return self
         self.path.mkdir(parents=True, exist_ok=True)
@@ -210,6 +207,12 @@ class RunDir:
                "config": _yaml_ready(to_dict(run.config))}
         atomic_write(self.config, lambda f: f.write(yaml.safe_dump(doc, sort_keys=False).encode()))
         return self
+
+    def saved_config(self):
+        """The run's config as ``config.yaml`` saved it (a ``RunConfig``)."""
+        saved = (yaml.safe_load(self.config.read_text()) or {}).get("config", {})
+        # A config.yaml written before each task had its own config holds every task's sections.
+        return load_config(task_view(saved, saved.get("task", "pretrain")))
 
     def read_job(self) -> dict | None:
         return read_json(self.job)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class LaunchReport:
     skipped_done: list[Run] = field(default_factory=list)
     skipped_failed: list[Run] = field(default_factory=list)
     skipped_active: list[Run] = field(default_factory=list)
+    reused: list[Run] = field(default_factory=list)  # the same run finished in another table: records copied
     submitted: list[Run] = field(default_factory=list)
     jobs: list = field(default_factory=list)
     declined: bool = False  # the confirmation (cost of a paper-scale grid) said no
@@ -90,7 +92,9 @@ def launch(table: Table, profile: str, cluster_name: str, runs_root: str | Path,
     for cfg in {(r.config.data.dataset, r.config.data.root) for r in runs if r.config.task != "detection"}:
         check_available(*cfg)
     report = _sort_runs(LaunchReport(table, profile, runs), runs_root, rerun_failed, log)
-    log(f"{report.name}: {len(runs)} runs, {len(report.skipped_done)} done, "
+    reuse_twins(report, runs_root, log)
+    log(f"{report.name}: {len(runs)} runs, {len(report.skipped_done)} done"
+        + (f" ({len(report.reused)} reused from other tables)" if report.reused else "") + ", "
         f"{len(report.skipped_active)} queued or running, {len(report.skipped_failed)} failed, "
         f"{len(report.submitted)} to submit on cluster {cluster_name!r}")
     if not report.submitted:
@@ -143,6 +147,63 @@ def _sort_runs(report: LaunchReport, runs_root: Path, rerun_failed: bool, log) -
     # so a campaign interrupted on one machine leaves whole seeds, which paired statistics need.
     report.submitted.sort(key=lambda r: r.seed)
     return report
+
+
+def twin_of(run: Run, runs_root: Path) -> RunDir | None:
+    """A finished run of another table under ``runs_root`` with this run's config (its id's hash,
+    and the saved config checked field by field), at the same profile: the same computation,
+    since a run is deterministic given its config. None when there is none."""
+    from ..config import config_hash, semantic_dict
+
+    own = run.run_dir(runs_root)
+    for path in sorted(runs_root.glob(f"*/{run.profile}/*-s{run.seed}-{config_hash(run.config)}")):
+        twin = RunDir(path)
+        if path == own or twin.status() not in FINISHED:
+            continue
+        if semantic_dict(twin.saved_config()) == semantic_dict(run.config):
+            return twin
+    return None
+
+
+def reuse_twins(report: LaunchReport, runs_root: Path, log) -> None:
+    """Runs to submit that have never started and whose twin (:func:`twin_of`) finished in
+    another table are not trained again: their folder gets the twin's records (``final.json``
+    and ``job.json`` with ``reused_from``, ``metrics.jsonl``, the final checkpoint, hard-linked
+    where the file system allows) and they count as done. ``final.json`` is written last, so
+    an interrupted copy is a run with a checkpoint at its end, which a job finishes."""
+    for run in list(report.submitted):
+        run_dir = RunDir.of(run, runs_root)
+        if run_dir.status() != Status.NEW or run.config.task != "pretrain":
+            continue
+        twin = twin_of(run, runs_root)
+        if twin is None:
+            continue
+        source = twin.path.relative_to(runs_root).as_posix()
+        run_dir.prepare(run)
+        final = twin.read_final() or {}
+        if twin.metrics.is_file():
+            shutil.copyfile(twin.metrics, run_dir.metrics)
+        for key in ("final_checkpoint", "last_good_checkpoint"):
+            if final.get(key) and (twin.path / final[key]).is_file():
+                _link_or_copy(twin.path / final[key], run_dir.path / final[key])
+        run_dir.write_job({**(twin.read_job() or {}), "reused_from": source})
+        run_dir.write_final({**final, "table": run.table, "profile": run.profile, "row": run.row, "seed": run.seed,
+                             "run_id": run.run_id, "reused_from": source})
+        report.submitted.remove(run)
+        report.skipped_done.append(run)
+        report.reused.append(run)
+        log(f"  {run.run_id}: the same config as {source}, finished: its records are reused, not trained again")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # another file system, or no hard links
+        shutil.copy2(src, tmp)
+    tmp.replace(dst)
 
 
 def _submit_group(group: list[Run], world_size: int, cluster, runs_root: Path, code_dir, job_name: str) -> list:
