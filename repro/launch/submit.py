@@ -166,14 +166,15 @@ def twin_of(run: Run, runs_root: Path) -> RunDir | None:
 
 
 def reuse_twins(report: LaunchReport, runs_root: Path, log) -> None:
-    """Runs to submit that have never started and whose twin (:func:`twin_of`) finished in
+    """Runs to submit that never trained (no metrics, no checkpoint: new, or submitted by a
+    launcher that stopped before they started) and whose twin (:func:`twin_of`) finished in
     another table are not trained again: their folder gets the twin's records (``final.json``
     and ``job.json`` with ``reused_from``, ``metrics.jsonl``, the final checkpoint, hard-linked
     where the file system allows) and they count as done. ``final.json`` is written last, so
     an interrupted copy is a run with a checkpoint at its end, which a job finishes."""
     for run in list(report.submitted):
         run_dir = RunDir.of(run, runs_root)
-        if run_dir.status() != Status.NEW or run.config.task != "pretrain":
+        if run_dir.metrics.exists() or run_dir.checkpoints.exists() or run.config.task != "pretrain":
             continue
         twin = twin_of(run, runs_root)
         if twin is None:
@@ -187,6 +188,7 @@ def reuse_twins(report: LaunchReport, runs_root: Path, log) -> None:
             if final.get(key) and (twin.path / final[key]).is_file():
                 _link_or_copy(twin.path / final[key], run_dir.path / final[key])
         run_dir.write_job({**(twin.read_job() or {}), "reused_from": source})
+        run_dir.error.unlink(missing_ok=True)  # a previous attempt's, which failed before training
         run_dir.write_final({**final, "table": run.table, "profile": run.profile, "row": run.row, "seed": run.seed,
                              "run_id": run.run_id, "reused_from": source})
         report.submitted.remove(run)

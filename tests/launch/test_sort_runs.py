@@ -57,6 +57,8 @@ def test_a_run_that_finished_in_another_table_is_reused_not_trained_again(tmp_pa
     done.write_final({"table": "t01", "row": "bn-bn", "run_id": t1[0].run_id, "top1": 91.04, "steps": 4680,
                       "final_checkpoint": "checkpoints/step_00004680.pt"})
     RunDir.of(t1[1], root).prepare(t1[1]).metrics.write_text("")
+    # Table 4's seed 0 was submitted by a launcher that stopped before it started (its job.json).
+    RunDir.of(twins[0], root).prepare(twins[0]).write_job({"job_id": "9", "executor": "local", "host": "gone"})
     said = []
     report = submit._sort_runs(LaunchReport(t4, "cpu-8x4", runs), root, False, said.append)
     submit.reuse_twins(report, root, said.append)
