@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from ..rundir import RunDir, RunState, Status
+from ..rundir import FINISHED, RunDir, RunState, Status
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class RunProgress:
 def read_progress(run_id: str, run_dir: RunDir, state: RunState) -> RunProgress:
     last = run_dir.last_metrics() or {}
     length = probe = None
-    if state.status in (Status.DONE, Status.DIVERGED):
+    if state.status in FINISHED:
         final = run_dir.read_final() or {}
         probe = final.get("probe_wall_s")
         if probe is not None and final.get("steps") is not None:
