@@ -65,6 +65,24 @@ def _remove_stale_error(run_dir: RunDir, started: float) -> None:
         run_dir.error.unlink(missing_ok=True)
 
 
+def _remove_stale_result() -> None:
+    """Remove this task's result file left by a previous attempt of the same job (a requeue).
+
+    submitit takes a task whose result file exists for ended; the file a killed first attempt
+    wrote (its rank raised when a peer vanished) would make a waiter read that attempt's error
+    while this one runs. This attempt writes its own when it ends.
+    """
+    import submitit
+
+    try:
+        stale = submitit.JobEnvironment().paths.result_pickle
+    except (RuntimeError, KeyError):  # called outside submitit (tests, a plain python call)
+        return
+    if stale.exists():
+        print(f"removing {stale.name}, a previous attempt's result", flush=True)
+        stale.unlink(missing_ok=True)
+
+
 def _distributed_env(world_size: int) -> tuple[int, str]:
     """Export env:// variables from submitit's job environment; return (rank, job id)."""
     import submitit
@@ -196,6 +214,7 @@ class RunJob:
         run_dir = RunDir.of(run, self.runs_root)
         rank = _job_rank()
         started = time.time()
+        _remove_stale_result()
         try:
             rank, job_key = _distributed_env(run.config.processes)
             slot = (local_slot(Path(self.runs_root) / ".slots", self.slots, job_key, rank, run_dir, self.ticket(run))

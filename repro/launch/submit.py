@@ -294,11 +294,13 @@ def wait(report: LaunchReport, runs_root: Path, log=print, view: LiveView | None
     while waiting:
         # submitit asks sacct less and less often as a job ages; ask once for all our SLURM
         # jobs and make it look again at those that SLURM says have ended.
-        ended = {j for j, s in slurm_states(job.job_id for job in own.values() if isinstance(job, SlurmJob)).items()
-                 if s not in SLURM_ACTIVE and s != "UNKNOWN"}
+        states = slurm_states(job.job_id for job in own.values() if isinstance(job, SlurmJob))
+        ended = {j for j, s in states.items() if s not in SLURM_ACTIVE and s != "UNKNOWN"}
+        active = {j for j, s in states.items() if s in SLURM_ACTIVE}
         for run in list(waiting):
             job = own.get(run.run_id)
-            error = _ended(run, job, runs_root, ended) if job is not None else _attached_ended(run, runs_root)
+            error = (_ended(run, job, runs_root, ended, active) if job is not None
+                     else _attached_ended(run, runs_root))
             if error is False:
                 continue
             waiting.remove(run)
@@ -328,8 +330,16 @@ def _state(run: Run, runs_root: Path) -> RunState:
     return run_states([RunDir.of(run, runs_root)], slurm_states)[0]
 
 
-def _ended(run: Run, job, runs_root: Path, slurm_ended: set[str]):
-    """One of our submitit jobs: False while it runs, None when it ended well, else the error."""
+def _ended(run: Run, job, runs_root: Path, slurm_ended: set[str], slurm_active: frozenset[str] = frozenset()):
+    """One of our submitit jobs: False while it runs, None when it ended well, else the error.
+
+    A job that SLURM says may still run has not ended, whatever submitit's ``done()`` says: a
+    requeued job keeps the result files its first attempt's tasks wrote until the new attempt
+    overwrites them (its tasks also remove them as they start), and submitit counts states
+    such as CONFIGURING as ended.
+    """
+    if job.job_id in slurm_active:
+        return False
     if not job.done(force_check=job.job_id in slurm_ended):
         return False
     try:
