@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -321,7 +321,6 @@ def wait(report: LaunchReport, runs_root: Path, log=print, view: LiveView | None
             time.sleep(poll_s)
     if view is not None:
         view.close()
-    _settle([job.job_id for job in own.values() if isinstance(job, SlurmJob)])
     return failures
 
 
@@ -330,7 +329,7 @@ def _state(run: Run, runs_root: Path) -> RunState:
     return run_states([RunDir.of(run, runs_root)], slurm_states)[0]
 
 
-def _ended(run: Run, job, runs_root: Path, slurm_ended: set[str], slurm_active: frozenset[str] = frozenset()):
+def _ended(run: Run, job, runs_root: Path, slurm_ended: Set[str], slurm_active: Set[str] = frozenset()):
     """One of our submitit jobs: False while it runs, None when it ended well, else the error.
 
     A job that SLURM says may still run has not ended, whatever submitit's ``done()`` says: a
@@ -368,16 +367,3 @@ def _attached_ended(run: Run, runs_root: Path):
         return None
     log = f"{runs_root / '.submitit'}/{state.job_id}/"
     return state.error or f"its job {state.job_id} ended without {RunDir.FINAL} (log: {log})"
-
-
-def _settle(slurm_job_ids: list[str], timeout_s: float = 30.0) -> None:
-    """Wait (briefly) for SLURM to close jobs whose results are already written.
-
-    The result file appears before the processes have exited; until then sacct says
-    RUNNING, and a status right after ``run --wait`` would show it.
-    """
-    deadline = time.monotonic() + timeout_s
-    while slurm_job_ids and time.monotonic() < deadline:
-        if not SLURM_ACTIVE & set(slurm_states(slurm_job_ids).values()):
-            return
-        time.sleep(0.5)
